@@ -1,0 +1,112 @@
+"""Call plans: the scenario script of every call, drawn once, run by either backend.
+
+A call scenario is written once as a script of abstract steps; each backend
+interprets the steps (the twin as SimPy processes, ``real/`` as pjsua2
+operations). The plan for a replication fixes every random draw that belongs to
+the caller — arrival time, scenario, source address, hold time, utterance
+lengths — from named streams, so the twin and the real backend dial the very
+same calls (common random numbers) and their results can be compared call by call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lab.profiles import Profile
+from lab.spec import Experiment, Scenario
+from lab.streams import Streams
+
+
+@dataclass(frozen=True, slots=True)
+class Talk:
+    """Both parties talk for ``hold_s`` seconds (a call with no AI turns)."""
+
+    hold_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One AI conversation turn: the caller speaks, the agent replies."""
+
+    caller_speech_s: float
+    agent_speech_s: float
+
+
+Step = Talk | Turn
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """Everything the caller side of one call will do. The INVITE opens it, a BYE ends it."""
+
+    call_id: int
+    start_s: float
+    scenario: str
+    source_ip: str
+    steps: tuple[Step, ...]
+
+    @property
+    def turns(self) -> int:
+        return sum(1 for s in self.steps if isinstance(s, Turn))
+
+
+def source_addresses(cidr: str, count: int) -> list[str]:
+    """The first ``count`` host addresses of ``cidr`` (the callers' IPs)."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    hosts = net.hosts() if net.num_addresses > 2 else iter(net)
+    out: list[str] = []
+    for addr in hosts:
+        out.append(str(addr))
+        if len(out) == count:
+            break
+    return out
+
+
+def make_plan(exp: Experiment, replication: int = 0, base_dir: Path | None = None) -> list[CallPlan]:
+    """Draw the calls of one replication, sorted by start time; call ids start at 0."""
+    streams = Streams(exp.seed, replication)
+    profile = Profile(exp.load.arrivals, exp.duration_s, base_dir)
+    starts = profile.arrival_times(streams.rng("load.arrivals"))
+    n = starts.size
+    names = [m.scenario for m in exp.load.mix]
+    weights = np.array([m.weight for m in exp.load.mix], dtype=float)
+    pick = streams.rng("load.mix").choice(len(names), size=n, p=weights / weights.sum())
+    ips = source_addresses(exp.load.sources.cidr, exp.load.sources.count)
+    ip_idx = streams.rng("load.sources").integers(0, len(ips), size=n)
+    steps: list[tuple[Step, ...]] = [()] * n
+    for k, name in enumerate(names):
+        idx = np.flatnonzero(pick == k)
+        if idx.size:
+            scripts = _scripts(exp.scenarios[name], idx.size, streams, name)
+            for i, script in zip(idx.tolist(), scripts, strict=True):
+                steps[i] = script
+    return [
+        CallPlan(i, float(starts[i]), names[int(pick[i])], ips[int(ip_idx[i])], steps[i])
+        for i in range(n)
+    ]
+
+
+def _scripts(sc: Scenario, n: int, streams: Streams, name: str) -> list[tuple[Step, ...]]:
+    """The step scripts of ``n`` calls of one scenario."""
+    if isinstance(sc.turns, int):
+        turns = np.full(n, sc.turns, dtype=int)
+    else:
+        turns = np.rint(sc.turns.sample(streams.rng(f"scenario.{name}.turns"), n)).astype(int)
+    holds = sc.hold_s.sample(streams.rng(f"scenario.{name}.hold_s"), n).tolist()
+    total = int(turns.sum())
+    caller = sc.caller_speech_s.sample(streams.rng(f"scenario.{name}.caller_speech_s"), total)
+    agent = sc.agent_speech_s.sample(streams.rng(f"scenario.{name}.agent_speech_s"), total)
+    out: list[tuple[Step, ...]] = []
+    pos = 0
+    for i in range(n):
+        k = int(turns[i])
+        if k <= 0:
+            out.append((Talk(holds[i]),))
+            continue
+        out.append(tuple(Turn(float(caller[pos + j]), float(agent[pos + j])) for j in range(k)))
+        pos += k
+    return out

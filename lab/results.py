@@ -1,0 +1,202 @@
+"""Results: the record tables and ``summary.json`` of CONTRACT.md, the same for every backend.
+
+Files in a run directory:
+
+* ``calls.parquet`` — a row per call attempt (columns :data:`CALL_COLUMNS`);
+* ``turns.parquet`` — a row per AI turn (:data:`TURN_COLUMNS`);
+* ``timeseries.parquet`` — a row per simulated (or real) second;
+* ``summary.json`` — counts, blocking with a 95 % confidence interval across
+  replications, latency percentiles, MOS, AI-stage waits, security and cost;
+* ``experiment.resolved.yaml`` — the experiment with every default filled in.
+
+Only calls that arrive at or after ``warmup_s`` count in the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import stats
+
+from lab.series import count_per_second, occupancy_per_second
+
+CALL_SCHEMA = pa.schema([
+    ("call_id", pa.int64()), ("replication", pa.int32()), ("scenario", pa.string()),
+    ("source_ip", pa.string()), ("start_s", pa.float64()), ("outcome", pa.string()),
+    ("final_code", pa.int32()), ("rejected_by", pa.string()), ("setup_ms", pa.float64()),
+    ("pdd_ms", pa.float64()), ("invite_tx", pa.int32()), ("duration_s", pa.float64()),
+    ("turns", pa.int32()), ("mos", pa.float64()), ("cost_usd", pa.float64()),
+    ("end_s", pa.float64()), ("admit_s", pa.float64()), ("release_s", pa.float64()),
+])  # fmt: skip
+CALL_COLUMNS = tuple(CALL_SCHEMA.names)
+
+TURN_SCHEMA = pa.schema([
+    ("call_id", pa.int64()), ("replication", pa.int32()), ("turn", pa.int32()),
+    ("voice_to_voice_ms", pa.float64()), ("vad_ms", pa.float64()), ("stt_ms", pa.float64()),
+    ("llm_ms", pa.float64()), ("tts_ms", pa.float64()), ("network_ms", pa.float64()),
+    ("queue_ms", pa.float64()), ("start_s", pa.float64()),
+])  # fmt: skip
+TURN_COLUMNS = tuple(TURN_SCHEMA.names)
+
+TIMESERIES_BASE = ("t_s", "replication", "active_calls", "arrivals", "blocked", "rejected")
+OUTCOMES = ("answered", "blocked", "failed", "rejected")
+
+
+# ---------------------------------------------------------------------------- tables
+def calls_table(frames: list[pd.DataFrame]) -> pa.Table:
+    """Concatenate per-replication call frames into the contract's schema."""
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for col in CALL_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan if CALL_SCHEMA.field(col).type == pa.float64() else None
+    df = df[list(CALL_COLUMNS)]
+    return pa.Table.from_pandas(df, schema=CALL_SCHEMA, preserve_index=False)
+
+
+def turns_table(frames: list[pd.DataFrame]) -> pa.Table:
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for col in TURN_COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.Series(dtype=TURN_SCHEMA.field(col).type.to_pandas_dtype())
+    return pa.Table.from_pandas(df[list(TURN_COLUMNS)], schema=TURN_SCHEMA, preserve_index=False)
+
+
+def timeseries(calls: pd.DataFrame, sim_s: float, channels: int) -> pd.DataFrame:
+    """Per-second active calls (time average), arrivals, blocked, rejected, trunk utilisation.
+
+    A call holds a channel over [admit_s, release_s) where the backend knows those
+    instants (the twin), else from its 200 OK to its end (the real caller's view).
+    """
+    n = max(1, int(math.ceil(sim_s)))
+    admit = calls["admit_s"].to_numpy(float) if "admit_s" in calls else np.full(len(calls), np.nan)
+    release = (calls["release_s"].to_numpy(float) if "release_s" in calls
+               else np.full(len(calls), np.nan))
+    answered = (calls["outcome"] == "answered").to_numpy()
+    start = calls["start_s"].to_numpy(float)
+    guess_admit = start + calls["setup_ms"].to_numpy(float) / 1000.0
+    guess_release = calls["end_s"].to_numpy(float) if "end_s" in calls else guess_admit
+    admit = np.where(np.isnan(admit) & answered, guess_admit, admit)
+    release = np.where(np.isnan(release) & answered, guess_release, release)
+    held = ~np.isnan(admit) & ~np.isnan(release)
+    active = occupancy_per_second(admit[held], release[held], n)
+    outcome = calls["outcome"].to_numpy()
+    return pd.DataFrame({
+        "t_s": np.arange(n, dtype=float),
+        "active_calls": active,
+        "arrivals": count_per_second(start, n),
+        "blocked": count_per_second(start[outcome == "blocked"], n),
+        "rejected": count_per_second(start[outcome == "rejected"], n),
+        "trunk_utilization": active / channels,
+    })
+
+
+# ---------------------------------------------------------------------------- statistics
+def percentiles(values: Any) -> dict[str, float | int | None]:
+    """``{mean, p50, p95, p99, count}`` of the finite values (None when there are none)."""
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return {"mean": None, "p50": None, "p95": None, "p99": None, "count": 0}
+    p50, p95, p99 = np.percentile(arr, [50, 95, 99]).tolist()
+    return {"mean": float(arr.mean()), "p50": p50, "p95": p95, "p99": p99, "count": int(arr.size)}
+
+
+def mean_ci95(per_rep: list[float], successes: int | None = None,
+              trials: int | None = None) -> dict[str, Any]:
+    """Mean across replications with a 95 % confidence interval.
+
+    With two or more replications: Student's t interval on the replication means
+    (independent replications are the textbook way to get a CI from a simulation).
+    With one: the Wilson score interval on successes/trials, which assumes the
+    calls are independent trials — a narrower, optimistic interval; run
+    replications for an honest one.
+    """
+    vals = np.asarray(per_rep, dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return {"mean": None, "ci95": [None, None], "replications": 0}
+    mean = float(vals.mean())
+    if vals.size >= 2:
+        sem = float(vals.std(ddof=1) / math.sqrt(vals.size))
+        half = float(stats.t.ppf(0.975, vals.size - 1)) * sem
+        return {"mean": mean, "ci95": [max(0.0, mean - half), mean + half],
+                "replications": int(vals.size)}
+    if successes is not None and trials:
+        ci = stats.binomtest(successes, trials).proportion_ci(0.95, method="wilson")
+        return {"mean": mean, "ci95": [float(ci.low), float(ci.high)], "replications": 1}
+    return {"mean": mean, "ci95": [mean, mean], "replications": 1}
+
+
+def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_s: float,
+              replications: int, run: dict[str, Any], extra: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """The ``summary.json`` mapping of CONTRACT.md (plus a few documented extras)."""
+    counted = calls[calls["start_s"] >= warmup_s]
+    counts = {"offered": int(len(counted))}
+    for outcome in OUTCOMES:
+        counts[outcome] = int((counted["outcome"] == outcome).sum())
+    per_rep, blocked_total = [], 0
+    for rep in range(replications):
+        sub = counted[counted["replication"] == rep]
+        if len(sub):
+            blocked = int((sub["outcome"] == "blocked").sum())
+            blocked_total += blocked
+            per_rep.append(blocked / len(sub))
+    answered = counted[counted["outcome"] == "answered"]
+    tcount = turns[turns["start_s"] >= warmup_s] if len(turns) else turns
+    mos = answered["mos"].to_numpy(float)
+    mos = mos[np.isfinite(mos)]
+    wall = float(run.get("wall_s", 0.0))
+    events = int(run.get("events", 0))
+    out: dict[str, Any] = {
+        "backend": backend,
+        "calls": counts,
+        "blocking_probability": mean_ci95(per_rep, blocked_total, len(counted)),
+        "setup_ms": percentiles(answered["setup_ms"]),
+        "pdd_ms": percentiles(counted["pdd_ms"]),
+        "voice_to_voice_ms": percentiles(tcount["voice_to_voice_ms"] if len(tcount) else []),
+        "mos": {"mean": float(mos.mean()) if mos.size else None,
+                "p05": float(np.percentile(mos, 5)) if mos.size else None},
+        "ai": {stage: {"wait_probability": None, "wait_ms": percentiles([]), "utilization": None}
+               for stage in ("stt", "llm", "tts")},
+        "security": {"attack_requests": 0, "attack_blocked": 0,
+                     "legit_rejected": int(counted["rejected_by"].fillna("").str.startswith(
+                         "security").sum())},
+        "cost": {},
+        "run": {"wall_s": wall, "sim_s": float(run.get("sim_s", 0.0)), "events": events,
+                "events_per_s": events / wall if wall > 0 else None},
+        "warmup_s": warmup_s,
+        "replications": replications,
+    }
+    out.update(extra or {})
+    return out
+
+
+# ---------------------------------------------------------------------------- writing
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_tables(out_dir: Path, calls: pa.Table, turns: pa.Table, ts: pd.DataFrame) -> None:
+    pq.write_table(calls, out_dir / "calls.parquet")
+    pq.write_table(turns, out_dir / "turns.parquet")
+    ts.to_parquet(out_dir / "timeseries.parquet", index=False)

@@ -1,0 +1,449 @@
+"""The experiment file: a typed, validated spec (CONTRACT.md, "Experiment file").
+
+One experiment = deployment + load profile + call scenarios + seed. Every default
+is defined here, once; unknown keys, wrong types and out-of-range values are
+errors that name the dotted key path (``deployment.trunk.channels: must be an
+integer > 0, got -3``). Both backends take the same :class:`Experiment`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from lab.dists import Dist, DistError
+
+
+class SpecError(ValueError):
+    """Bad input: ``str(err)`` is the one line the CLI prints (``key.path: problem``)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+def _to_dist(value: Any, info: ValidationInfo) -> Dist:
+    base = (info.context or {}).get("base_dir")
+    try:
+        return Dist.parse(value, base)
+    except DistError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+DistField = Annotated[
+    Dist, BeforeValidator(_to_dist), PlainSerializer(lambda d: d.to_yaml(), return_type=Any)
+]
+PosInt = Annotated[int, Field(gt=0, strict=True)]
+NonNegInt = Annotated[int, Field(ge=0, strict=True)]
+PosFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    """Base of every spec section: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# ---------------------------------------------------------------------------- load
+class PoissonArrivals(Strict):
+    kind: Literal["poisson"]
+    rate_cps: PosFloat
+
+
+class ConstantArrivals(Strict):
+    kind: Literal["constant"]
+    rate_cps: PosFloat
+
+
+class RampArrivals(Strict):
+    kind: Literal["ramp"]
+    start_cps: NonNegFloat
+    end_cps: NonNegFloat
+    ramp_s: PosFloat | None = None  # None: the ramp spans duration_s
+    poisson: bool = True
+
+
+class Step(Strict):
+    at_s: NonNegFloat
+    rate_cps: NonNegFloat
+
+
+class StepsArrivals(Strict):
+    kind: Literal["steps"]
+    steps: Annotated[list[Step], Field(min_length=1)]
+    poisson: bool = True
+
+
+class BurstArrivals(Strict):
+    kind: Literal["burst"]
+    base_cps: NonNegFloat
+    burst_cps: NonNegFloat
+    start_s: NonNegFloat
+    duration_s: PosFloat
+    poisson: bool = True
+
+
+# Hourly shape of a business-hours inbound contact centre (fraction of the peak hour);
+# a typical two-hump weekday curve (late morning and early afternoon peaks).
+DEFAULT_DIURNAL = (
+    0.05, 0.03, 0.02, 0.02, 0.03, 0.06, 0.15, 0.35, 0.65, 0.90, 1.00, 0.95,
+    0.80, 0.90, 0.95, 0.85, 0.70, 0.50, 0.35, 0.25, 0.18, 0.12, 0.08, 0.06,
+)  # fmt: skip
+
+
+class DiurnalArrivals(Strict):
+    kind: Literal["diurnal"]
+    peak_cps: PosFloat
+    hourly: Annotated[list[Fraction], Field(min_length=24, max_length=24)] = list(
+        DEFAULT_DIURNAL
+    )
+    period_s: PosFloat = 86400.0  # one "day"; shrink it to compress the day into a short run
+    poisson: bool = True
+
+
+class ReplayArrivals(Strict):
+    kind: Literal["replay"]
+    file: str
+    column: str = "start_s"
+    speed: PosFloat = 1.0
+
+
+Arrivals = Annotated[
+    PoissonArrivals
+    | ConstantArrivals
+    | RampArrivals
+    | StepsArrivals
+    | BurstArrivals
+    | DiurnalArrivals
+    | ReplayArrivals,
+    Field(discriminator="kind"),
+]
+
+
+class MixEntry(Strict):
+    scenario: str
+    weight: PosFloat = 1.0
+
+
+class Sources(Strict):
+    count: PosInt = 1
+    cidr: str = "198.51.100.0/24"  # RFC 5737 TEST-NET-2: documentation addresses
+
+    @model_validator(mode="after")
+    def _fits(self) -> Sources:
+        try:
+            net = ipaddress.ip_network(self.cidr, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"@cidr: not a network: {self.cidr!r}") from exc
+        if self.count > net.num_addresses:
+            raise ValueError(f"@count: {self.count} sources do not fit in {self.cidr}")
+        return self
+
+
+class Attack(Strict):
+    kind: Literal["invite_flood", "register_bruteforce", "scanner"]
+    source_ip: str
+    rate_rps: PosFloat
+    start_s: NonNegFloat = 0.0
+    duration_s: PosFloat = 60.0
+
+
+class Load(Strict):
+    arrivals: Arrivals = Field(default_factory=lambda: PoissonArrivals(kind="poisson", rate_cps=1))
+    mix: Annotated[list[MixEntry], Field(min_length=1)] = Field(
+        default_factory=lambda: [MixEntry(scenario="talk")]
+    )
+    sources: Sources = Field(default_factory=Sources)
+    attacks: list[Attack] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- scenarios
+class Scenario(Strict):
+    hold_s: DistField = Field(default_factory=lambda: Dist.parse({"dist": "exponential", "mean": 180}))
+    turns: NonNegInt | DistField = 0
+    caller_speech_s: DistField = Field(
+        default_factory=lambda: Dist.parse({"dist": "lognormal", "median": 2.5, "p95": 6})
+    )
+    agent_speech_s: DistField = Field(
+        default_factory=lambda: Dist.parse({"dist": "lognormal", "median": 4, "p95": 10})
+    )
+
+
+# ---------------------------------------------------------------------------- deployment
+class Network(Strict):
+    """The caller-side path to the proxy, each direction."""
+
+    delay_ms: NonNegFloat = 0.0
+    jitter_ms: NonNegFloat = 0.0
+    loss: Fraction = 0.0
+
+
+class Sip(Strict):
+    """RFC 3261 transport and timers (section 17: T1, T2, Timer B = 64*T1)."""
+
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    t1_ms: PosFloat = 500.0
+    t2_ms: PosFloat = 4000.0
+
+
+class Trunk(Strict):
+    channels: PosInt = 100
+    cps_limit: PosFloat | None = None
+
+
+class Proxy(Strict):
+    workers: PosInt = 8
+    service_ms: NonNegFloat = 0.0  # per SIP message, per worker
+    # Messages waiting for a worker beyond which a new INVITE is answered 503
+    # (in-dialog requests and responses are always queued).
+    queue_limit: PosInt | None = 1000
+
+
+class Agent(Strict):
+    answer_ms: NonNegFloat = 0.0  # INVITE at the agent -> 200 OK (180 Ringing is sent at once)
+
+
+class Media(Strict):
+    codec: Literal["G711", "G711U", "G711A", "G722", "G729A", "OPUS"] = "G711"
+    plc: bool = True
+    ptime_ms: PosInt = 20
+    jitter_buffer_ms: NonNegFloat = 40.0
+
+
+class Stt(Strict):
+    latency_ms: DistField = Field(default_factory=lambda: Dist.parse(150))
+    concurrency: PosInt | None = None
+
+
+class Llm(Strict):
+    ttft_ms: DistField = Field(default_factory=lambda: Dist.parse(350))
+    tokens: DistField = Field(default_factory=lambda: Dist.parse(60))
+    tokens_per_s: PosFloat = 80.0
+    concurrency: PosInt | None = None
+
+
+class Tts(Strict):
+    ttfb_ms: DistField = Field(default_factory=lambda: Dist.parse(120))
+    concurrency: PosInt | None = None
+
+
+class Ai(Strict):
+    vad_ms: DistField = Field(default_factory=lambda: Dist.parse(300))
+    stt: Stt = Field(default_factory=Stt)
+    llm: Llm = Field(default_factory=Llm)
+    tts: Tts = Field(default_factory=Tts)
+
+
+class Pike(Strict):
+    sampling_time_unit_s: PosFloat = 2.0
+    reqs_density_per_unit: PosInt = 30
+    remove_latency_s: PosFloat = 4.0
+
+
+class Security(Strict):
+    pike: Pike | None = None
+    allowlist: list[str] | None = None
+    digest_auth: bool = False
+    per_user_calls_per_min: PosFloat | None = None
+
+
+class Deployment(Strict):
+    network: Network = Field(default_factory=Network)
+    sip: Sip = Field(default_factory=Sip)
+    trunk: Trunk = Field(default_factory=Trunk)
+    proxy: Proxy = Field(default_factory=Proxy)
+    agent: Agent = Field(default_factory=Agent)
+    media: Media = Field(default_factory=Media)
+    ai: Ai = Field(default_factory=Ai)
+    security: Security = Field(default_factory=Security)
+
+
+class Real(Strict):
+    """Settings of the real backend; the caps keep a real run bounded (``--force`` lifts them)."""
+
+    target: Literal["local"] = "local"
+    max_calls: PosInt = 500
+    max_duration_s: PosFloat = 600.0
+    max_concurrent: PosInt = 40  # pjsua2 carries 4 calls per process: 10 UAC processes
+    sip_port: PosInt = 5060
+
+
+class Experiment(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "experiment"
+    seed: NonNegInt = 1
+    duration_s: PosFloat = 3600.0
+    warmup_s: NonNegFloat = 0.0
+    replications: PosInt = 1
+    load: Load = Field(default_factory=Load)
+    scenarios: dict[str, Scenario] = Field(default_factory=lambda: {"talk": Scenario()})
+    deployment: Deployment = Field(default_factory=Deployment)
+    pricebook: str = "default"
+    real: Real = Field(default_factory=Real)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        if self.warmup_s >= self.duration_s:
+            raise ValueError(
+                f"@warmup_s: must be less than duration_s ({self.duration_s}), got {self.warmup_s}"
+            )
+        for i, entry in enumerate(self.load.mix):
+            if entry.scenario not in self.scenarios:
+                raise ValueError(
+                    f"@load.mix.{i}.scenario: unknown scenario '{entry.scenario}'"
+                    f" (defined: {sorted(self.scenarios)})"
+                )
+        return self
+
+
+# ---------------------------------------------------------------------------- loading
+def load_experiment(
+    path: str | Path, overrides: list[str] | None = None, **top: Any
+) -> Experiment:
+    """Read, override (``a.b.c=VALUE``) and validate an experiment file.
+
+    Raises
+    ------
+    SpecError
+        With a one-line message naming the key path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("", f"experiment file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError("", f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise SpecError("", f"{path}: the experiment must be a YAML mapping")
+    for item in overrides or []:
+        apply_override(data, item)
+    for key, value in top.items():
+        if value is not None:
+            data[key] = value
+    return validate(data, base_dir=path.parent)
+
+
+def validate(data: dict[str, Any], base_dir: Path | None = None) -> Experiment:
+    """Validate a plain mapping; bad input raises SpecError naming the first bad key."""
+    try:
+        return Experiment.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
+    except ValidationError as exc:
+        raise _spec_error(exc) from None
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``--set a.b.c=VALUE`` (VALUE is a YAML scalar) to a raw mapping."""
+    if "=" not in item:
+        raise SpecError(item, "--set needs KEY=VALUE")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise SpecError(key, "not a dotted key path")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise SpecError(key, f"value is not a YAML scalar: {raw!r}") from exc
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise SpecError(".".join(parts[: i + 1]), "cannot set a key inside a non-mapping")
+        node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SpecError(key, "cannot set a key inside a non-mapping")
+
+
+def _spec_error(exc: ValidationError) -> SpecError:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    # Drop the discriminator tag pydantic adds for tagged unions (load.arrivals.poisson.rate_cps).
+    if len(loc) >= 3 and loc[:2] == ["load", "arrivals"] and err["type"] != "union_tag_invalid":
+        loc = loc[:2] + loc[3:]
+    kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return SpecError(".".join(loc), "unknown key")
+    if kind == "missing":
+        return SpecError(".".join(loc), "required key is missing")
+    if kind == "union_tag_invalid":
+        return SpecError(".".join(loc + ["kind"]), f"unknown kind {ctx.get('tag')!r}"
+                         f" (expected one of {ctx.get('expected_tags')})")
+    if kind == "union_tag_not_found":
+        return SpecError(".".join(loc + ["kind"]), "required key is missing")
+    if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
+        op, bound = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
+                     "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}[kind]
+        limit = ctx.get(bound)
+        what = "an integer" if isinstance(limit, int) else "a number"
+        return SpecError(".".join(loc), f"must be {what} {op} {limit:g}, got {got!r}")
+    simple = {"int": "an integer", "float": "a number", "finite_number": "a finite number",
+              "bool": "true or false", "string": "a string", "dict_type": "a mapping",
+              "model_type": "a mapping", "model_attributes_type": "a mapping",
+              "list_type": "a list"}
+    for prefix, what in simple.items():
+        if kind.startswith(prefix):
+            return SpecError(".".join(loc), f"must be {what}, got {got!r}")
+    if kind == "literal_error":
+        return SpecError(".".join(loc), f"must be one of {ctx.get('expected')}, got {got!r}")
+    if msg.startswith("@") and ": " in msg:
+        # a model validator naming its own key, relative to the model's location
+        sub, problem = msg[1:].split(": ", 1)
+        return SpecError(".".join([*loc, sub]), problem)
+    return SpecError(".".join(loc), msg)
+
+
+def dump_resolved(exp: Experiment) -> str:
+    """The experiment with every default filled in, as YAML."""
+    data = exp.model_dump(mode="python")
+    return yaml.safe_dump(_plain(data), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    return value
+
+
+def unsupported_features(exp: Experiment) -> list[tuple[str, str]]:
+    """Keys that validate but that no backend models yet: (key path, reason).
+
+    A run refuses these rather than silently ignoring them.
+    """
+    out: list[tuple[str, str]] = []
+    sec = exp.deployment.security
+    for key in ("pike", "allowlist", "per_user_calls_per_min"):
+        if getattr(sec, key) is not None:
+            out.append((f"deployment.security.{key}", "the security layer is not modelled yet"))
+    if sec.digest_auth:
+        out.append(("deployment.security.digest_auth", "the security layer is not modelled yet"))
+    if exp.load.attacks:
+        out.append(("load.attacks", "attack traffic is not modelled yet"))
+    return out
