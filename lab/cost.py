@@ -62,7 +62,7 @@ def load_pricebook(ref: str, base_dir: Path | None = None) -> PriceBook:
         raise SpecError("pricebook", f"no price book named or found at {ref!r} (built in: {known})")
     try:
         return PriceBook.model_validate(yaml.safe_load(path.read_text()))
-    except Exception as exc:  # noqa: BLE001 - reported as bad input
+    except Exception as exc:
         raise SpecError("pricebook", f"{path.name}: {str(exc).splitlines()[0]}") from exc
 
 

@@ -195,7 +195,7 @@ def read_column(path: Path, column: str) -> np.ndarray:
 
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
+    except Exception as exc:
         raise DistError(f"cannot read {path.name}: {exc}") from exc
     if column not in frame.columns:
         raise DistError(f"column '{column}' not in {path.name} (has {list(frame.columns)})")
@@ -212,7 +212,7 @@ def _scipy(kind: str, params: dict[str, Any], base: Path | None) -> Dist:
     try:
         frozen = family(**params)
         mean = float(frozen.mean())
-    except Exception as exc:  # noqa: BLE001 - scipy raises many types for bad params
+    except Exception as exc:
         raise DistError(f"{kind}: bad parameters {params}: {exc}") from exc
     if not math.isfinite(mean):
         raise DistError(f"{kind}: parameters {params} give no finite mean")

@@ -66,7 +66,9 @@ def source_addresses(cidr: str, count: int) -> list[str]:
     return out
 
 
-def make_plan(exp: Experiment, replication: int = 0, base_dir: Path | None = None) -> list[CallPlan]:
+def make_plan(
+    exp: Experiment, replication: int = 0, base_dir: Path | None = None
+) -> list[CallPlan]:
     """Draw the calls of one replication, sorted by start time; call ids start at 0."""
     streams = Streams(exp.seed, replication)
     profile = Profile(exp.load.arrivals, exp.duration_s, base_dir)

@@ -74,7 +74,7 @@ def timeseries(calls: pd.DataFrame, sim_s: float, channels: int) -> pd.DataFrame
     A call holds a channel over [admit_s, release_s) where the backend knows those
     instants (the twin), else from its 200 OK to its end (the real caller's view).
     """
-    n = max(1, int(math.ceil(sim_s)))
+    n = max(1, math.ceil(sim_s))
     admit = calls["admit_s"].to_numpy(float) if "admit_s" in calls else np.full(len(calls), np.nan)
     release = (calls["release_s"].to_numpy(float) if "release_s" in calls
                else np.full(len(calls), np.nan))
@@ -139,7 +139,7 @@ def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_
               ) -> dict[str, Any]:
     """The ``summary.json`` mapping of CONTRACT.md (plus a few documented extras)."""
     counted = calls[calls["start_s"] >= warmup_s]
-    counts = {"offered": int(len(counted))}
+    counts = {"offered": len(counted)}
     for outcome in OUTCOMES:
         counts[outcome] = int((counted["outcome"] == outcome).sum())
     per_rep, blocked_total = [], 0

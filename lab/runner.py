@@ -53,9 +53,34 @@ def _twin(exp: Experiment, rep: int, plan: list[CallPlan], progress: Any,
 
 def _real(exp: Experiment, rep: int, plan: list[CallPlan], progress: Any,
           journal: Any) -> dict[str, Any]:
-    from real.backend import run_replication
+    """Place the plan's calls on the local system under test, in real time."""
+    import tempfile
 
-    return run_replication(exp, rep, plan, progress, journal)
+    from real.backend import run_calls
+
+    records: list[dict[str, Any]] = []
+
+    def keep(record: dict[str, Any]) -> None:
+        records.append(record)
+        if journal is not None:
+            journal(record)
+
+    def fraction_done(frac: float) -> None:
+        if progress is not None:
+            progress(frac * exp.duration_s)
+
+    wall0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="siplab-real-") as work:
+        facts = run_calls(exp, plan, Path(work), keep, fraction_done)
+    wall = time.perf_counter() - wall0
+    calls = pd.DataFrame(records, columns=list(R.CALL_COLUMNS)).drop(
+        columns=["replication", "mos", "cost_usd"]).sort_values("call_id", kind="stable")
+    calls = calls.reset_index(drop=True)
+    sim_s = float(calls["end_s"].max()) if len(calls) else 0.0
+    return {"calls": calls, "turns": pd.DataFrame(),
+            "timeseries": R.timeseries(calls, sim_s, exp.deployment.trunk.channels),
+            "run": {"wall_s": wall, "sim_s": sim_s, "events": 0, **(facts or {})},
+            "interrupted": False}
 
 
 BACKENDS: dict[str, Backend] = {"twin": _twin, "real": _real}
@@ -118,12 +143,21 @@ def _run_all(exp: Experiment, backend: str, plans: list[list[CallPlan]],
     if backend == "twin" and jobs > 1 and len(plans) > 1:
         from tqdm import tqdm
 
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs)
+        try:
             futures = [pool.submit(run, exp, rep, plan, None, None)
                        for rep, plan in enumerate(plans)]
             for fut in tqdm(futures, desc=f"{exp.name} replications", unit="rep",
                             disable=not show, file=sys.stderr):
                 reps.append(fut.result())
+        except BaseException:
+            # keep the replications that finished; stop the others now
+            workers = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in workers:
+                proc.terminate()
+            raise
+        pool.shutdown()
         return
     for rep, plan in enumerate(plans):
         journal = _Journal(out / f"calls.rep{rep}.jsonl") if backend == "real" else None

@@ -176,7 +176,9 @@ class Load(Strict):
 
 # ---------------------------------------------------------------------------- scenarios
 class Scenario(Strict):
-    hold_s: DistField = Field(default_factory=lambda: Dist.parse({"dist": "exponential", "mean": 180}))
+    hold_s: DistField = Field(
+        default_factory=lambda: Dist.parse({"dist": "exponential", "mean": 180})
+    )
     turns: NonNegInt | DistField = 0
     caller_speech_s: DistField = Field(
         default_factory=lambda: Dist.parse({"dist": "lognormal", "median": 2.5, "p95": 6})
@@ -390,10 +392,10 @@ def _spec_error(exc: ValidationError) -> SpecError:
     if kind == "missing":
         return SpecError(".".join(loc), "required key is missing")
     if kind == "union_tag_invalid":
-        return SpecError(".".join(loc + ["kind"]), f"unknown kind {ctx.get('tag')!r}"
+        return SpecError(".".join([*loc, "kind"]), f"unknown kind {ctx.get('tag')!r}"
                          f" (expected one of {ctx.get('expected_tags')})")
     if kind == "union_tag_not_found":
-        return SpecError(".".join(loc + ["kind"]), "required key is missing")
+        return SpecError(".".join([*loc, "kind"]), "required key is missing")
     if kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
         op, bound = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
                      "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}[kind]

@@ -1,0 +1,29 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lab.plan import make_plan
+from lab.spec import Experiment, validate
+
+
+def experiment(**over: Any) -> Experiment:
+    """A validated experiment: the given top-level keys over a quiet lossless base."""
+    base: dict[str, Any] = {"name": "t", "seed": 1, "duration_s": 1000, "warmup_s": 0}
+    base.update(over)
+    return validate(base)
+
+
+@pytest.fixture
+def twin_run():
+    """Run one twin replication of a raw experiment mapping."""
+    from twin.backend import run_replication
+
+    def run(rep: int = 0, **over: Any) -> dict[str, Any]:
+        exp = experiment(**over)
+        return run_replication(exp, rep, make_plan(exp, rep))
+
+    return run
