@@ -97,7 +97,8 @@ def test_set_overrides_a_nested_key(exp_file: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "key"), [
-    (["--set", "deployment.trunk.channels=-3"], "deployment.trunk.channels: must be an integer > 0"),
+    (["--set", "deployment.trunk.channels=-3"],
+     "deployment.trunk.channels: must be an integer > 0, got -3"),
     (["--set", "deployment.trunk.chanels=3"], "deployment.trunk.chanels: unknown key"),
     (["--set", "deployment.trunk.channels=many"], "deployment.trunk.channels: must be an integer"),
     (["--set", "load.arrivals.rate_cps=-1"], "load.arrivals.rate_cps: must be a number > 0"),
@@ -177,7 +178,7 @@ def test_ctrl_c_keeps_finished_calls(tmp_path: Path) -> None:
         time.sleep(0.1)
     time.sleep(3.0)  # the simulation runs a while (800k calls planned)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "finished calls kept" in stderr
     calls = pd.read_parquet(out / "calls.parquet")
