@@ -152,12 +152,15 @@ def _emodel(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lab.report import ReportError, run_report
+    from lab.report import ReportError, ReportFailed, run_report
 
     try:
         path = run_report(args.name, dict(args.parameter), out_dir=args.out_dir)
     except ReportError as exc:
         raise _bad(exc.key, exc.problem) from exc
+    except ReportFailed as exc:
+        print(f"siplab: {exc}", file=sys.stderr)
+        return 1
     print(path)
     return 0
 

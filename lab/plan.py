@@ -53,6 +53,17 @@ class CallPlan:
     def turns(self) -> int:
         return sum(1 for s in self.steps if isinstance(s, Turn))
 
+    @property
+    def talk_s(self) -> float:
+        """Seconds from answer to hang-up: holds plus every turn's speech."""
+        total = 0.0
+        for step in self.steps:
+            if isinstance(step, Talk):
+                total += step.hold_s
+            else:
+                total += step.caller_speech_s + step.agent_speech_s
+        return total
+
 
 def source_addresses(cidr: str, count: int) -> list[str]:
     """The first ``count`` host addresses of ``cidr`` (the callers' IPs)."""

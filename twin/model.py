@@ -28,7 +28,7 @@ from typing import Any
 
 import simpy
 
-from lab.plan import CallPlan, Talk, Turn
+from lab.plan import CallPlan
 from lab.spec import Experiment
 from lab.streams import Streams
 from twin.monitors import BusyTime, CallLog
@@ -148,7 +148,7 @@ class Twin:
         if math.isnan(rec["pdd_ms"]):
             rec["pdd_ms"] = rec["setup_ms"]  # 180 lost: the 200 is the first ringback
         # --- talk, then BYE
-        talk_s = self._talk_time(c)
+        talk_s = c.talk_s
         bye_at = got_200 + talk_s
         done = yield from self._bye(rec, bye_at)
         rec["duration_s"] = talk_s
@@ -260,15 +260,6 @@ class Twin:
     def _release(self, rec: dict[str, Any], at: float) -> None:
         self.trunk.release()
         rec["release_s"] = at
-
-    def _talk_time(self, c: CallPlan) -> float:
-        total = 0.0
-        for step in c.steps:
-            if isinstance(step, Talk):
-                total += step.hold_s
-            elif isinstance(step, Turn):
-                total += step.caller_speech_s + step.agent_speech_s
-        return total
 
     def _end(self, rec: dict[str, Any], outcome: str, code: int, tx: int, end: float) -> None:
         rec["outcome"] = outcome

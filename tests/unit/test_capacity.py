@@ -1,0 +1,126 @@
+"""Capacity planning: the twin's blocking against Erlang B, and the dimensioning answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lab import capacity
+from lab.erlang import erlang_b
+from lab.spec import Experiment, SpecError, validate
+
+
+def small_trunk(channels: int = 10, replications: int = 4) -> Experiment:
+    """A pure loss system: 10 s exponential holds, no network or proxy delay."""
+    return validate({
+        "name": "small", "seed": 7, "duration_s": 4000, "warmup_s": 100,
+        "replications": replications,
+        "load": {"arrivals": {"kind": "poisson", "rate_cps": 0.5}},
+        "scenarios": {"talk": {"hold_s": {"dist": "exponential", "mean": 10}}},
+        "deployment": {"trunk": {"channels": channels}},
+    })
+
+
+def test_erlang_b_known_dimensioning_tables() -> None:
+    # Published Erlang B tables at 1 % grade of service.
+    assert capacity.channels_needed(5.0, 0.01) == 11  # 11 channels carry 5.16 E
+    assert capacity.channels_needed(84.06, 0.01) == 100
+    assert capacity.channels_needed(90.0, 0.01) == 107  # 106 carry only 89.2 E
+    assert erlang_b(106, 90.0) > 0.01 >= erlang_b(107, 90.0)
+    assert capacity.channels_needed(90.0) == capacity.channels_needed(90.0, 0.01)
+    with pytest.raises(SpecError, match="target_blocking"):
+        capacity.channels_needed(90.0, 0.0)
+
+
+def test_offered_load_from_the_experiment() -> None:
+    exp = capacity.load("contact-centre")
+    assert capacity.mean_hold_s(exp) == pytest.approx(180.0)
+    assert capacity.peak_erlangs(exp) == pytest.approx(90.0)  # 0.5 cps x 180 s
+    point = capacity.at_load(exp, 45.0, channels=50)
+    assert point.load.arrivals.rate_cps == pytest.approx(0.25)
+    assert point.deployment.trunk.channels == 50
+    assert exp.deployment.trunk.channels == 100  # the original is untouched
+
+
+def test_mixed_hold_is_weighted_by_the_mix() -> None:
+    exp = validate({
+        "load": {"mix": [{"scenario": "short", "weight": 3}, {"scenario": "long", "weight": 1}]},
+        "scenarios": {"short": {"hold_s": 60}, "long": {"hold_s": {"dist": "exponential",
+                                                                   "mean": 300}}},
+    })
+    assert capacity.mean_hold_s(exp) == pytest.approx((3 * 60 + 300) / 4)
+
+
+def test_load_by_name_or_path_and_duration_override(tmp_path: Path) -> None:
+    by_name = capacity.load("contact-centre", duration_s=200, seed=3, replications=2)
+    assert (by_name.duration_s, by_name.seed, by_name.replications) == (200, 3, 2)
+    assert by_name.warmup_s == 50  # the 300 s warm-up did not fit: a quarter of the run
+    path = capacity.experiment_path("contact-centre")
+    assert capacity.load(path).name == "contact-centre"
+    with pytest.raises(SpecError, match="no experiment"):
+        capacity.experiment_path(tmp_path / "missing.yaml")
+
+
+def test_sweep_matches_erlang_b(tmp_path: Path) -> None:
+    exp = small_trunk()
+    table = capacity.sweep(exp, [4.0, 8.0], replications=4, jobs=2, out_root=tmp_path)
+    assert list(table["offered_erlangs"]) == pytest.approx([4.0, 8.0])
+    assert list(table["rate_cps"]) == pytest.approx([0.4, 0.8])
+    for col in ("blocking", "ci95_lo", "ci95_hi", "erlang_b", "setup_ms_p50", "setup_ms_p95",
+                "carried_erlangs"):
+        assert table[col].notna().all(), col
+    for row in table.itertuples():
+        assert row.ci95_lo <= row.erlang_b <= row.ci95_hi, row
+        assert row.erlang_b == pytest.approx(erlang_b(10, row.offered_erlangs))
+        # carried = offered x (1 - blocking), measured from the per-second occupancy
+        assert row.carried_erlangs == pytest.approx(row.carried_erlangs_theory, rel=0.06)
+        assert Path(row.run_dir, "summary.json").is_file()
+    assert table["blocking"].is_monotonic_increasing
+
+
+def test_sweep_default_points_span_the_channels() -> None:
+    assert capacity.default_loads(100, 3) == pytest.approx([50.0, 90.0, 130.0])
+    table = capacity.sweep(small_trunk(replications=2), points=2, jobs=1)
+    assert list(table["offered_erlangs"]) == pytest.approx([5.0, 13.0])
+    assert table["run_dir"].isna().all()  # temporary runs are cleaned up
+
+
+def test_verify_channels_confirms_the_analytic_answer() -> None:
+    exp = small_trunk()  # peak 0.5 cps x 10 s = 5 E
+    n = capacity.channels_needed(capacity.peak_erlangs(exp), 0.01)
+    result = capacity.verify_channels(exp, n, replications=4, jobs=2)
+    assert result["channels"] == n == 11
+    assert result["offered_erlangs"] == pytest.approx(5.0)
+    assert result["erlang_b"] <= 0.01
+    lo, hi = result["ci95"]
+    assert lo <= 0.01 and lo <= result["erlang_b"] <= hi
+    assert result["consistent"]
+
+
+def test_plan_answer_text() -> None:
+    answer = capacity.plan(small_trunk(replications=2), 0.01, jobs=1)
+    assert answer.channels == 11
+    text = answer.text()
+    assert text.startswith("11 channels carry the peak of 5 Erlangs at ≤1 % blocking (Erlang B")
+    assert "simulated:" in text and "95 % CI" in text
+
+
+def test_run_and_load_run(tmp_path: Path) -> None:
+    exp = small_trunk(replications=1)
+    run = capacity.load_run(capacity.run(exp, tmp_path / "run"))
+    assert run.path == tmp_path / "run"
+    assert isinstance(run.calls, pd.DataFrame) and len(run.calls) > 0
+    assert {"t_s", "active_calls", "replication"} <= set(run.timeseries.columns)
+    setup = capacity.answered_setup_ms(run.calls, exp.warmup_s)
+    x, p = capacity.ecdf(setup)
+    assert len(x) == len(setup) and p[-1] == 1.0 and (x[1:] >= x[:-1]).all()
+    assert capacity.carried_erlangs(run.timeseries, exp.warmup_s, exp.duration_s) <= 10
+
+
+def test_simulate_keeps_tables_not_files() -> None:
+    data = capacity.simulate(small_trunk(replications=2), jobs=1)
+    assert data.path is None
+    assert set(data.calls["replication"]) == {0, 1}
+    assert data.summary["replications"] == 2
