@@ -1,0 +1,214 @@
+"""Kamailio as the local SIP edge: config generation, config check, start and stop.
+
+The proxy is the real counterpart of the twin's ``proxy`` and ``trunk`` layers. It
+is a transaction-stateful proxy (``tm``, RFC 3261 section 17) that record-routes
+(section 16.6, step 4) so that ACK and BYE pass through it, which lets the
+``dialog`` module see every call from INVITE to BYE. Admission control is the
+trunk's, as a carrier's SIP edge applies it:
+
+- **channels** -- concurrent dialogs, counted in the dialog profile ``trunk``
+  (``get_profile_size``/``set_dlg_profile``); an INVITE beyond the cap gets
+  ``503 Channels Exhausted``;
+- **cps_limit** -- admitted call attempts per fixed time window, counted in an
+  ``htable`` keyed by the window number; beyond it ``503 CPS Limit``. A fractional
+  limit uses the shortest window (up to 60 s) holding a whole number of calls
+  (0.5 cps: 1 call per 2 s window).
+
+Check and count happen under one ``cfgutils`` lock, so several workers
+(``children`` = ``deployment.proxy.workers``) never admit one call too many.
+
+Run facts measured on this kind of machine are in REAL-NOTES: ``-DD -E`` keeps it
+in the foreground with logs on stderr; ``-x tlsf -X tlsf -m 1024 -M 16`` avoids the
+slow default allocator and running out of shared memory; ``maxbuffer`` enlarges
+the UDP receive buffer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from lab.spec import Deployment
+from real.process import ChildProcess
+
+TEMPLATE = Path(__file__).parent / "templates" / "kamailio.cfg"
+MODULE_DIRS = (
+    Path("/usr/lib/x86_64-linux-gnu/kamailio/modules"),
+    Path("/usr/lib/aarch64-linux-gnu/kamailio/modules"),
+    Path("/usr/lib/kamailio/modules"),
+    Path("/usr/local/lib64/kamailio/modules"),
+)
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
+MAX_BUFFER = 4 * 1024 * 1024
+
+
+def kamailio_binary() -> str | None:
+    """Path of the ``kamailio`` executable (also looked for in sbin dirs), or None."""
+    import os
+
+    return shutil.which("kamailio", path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
+
+
+def module_dir() -> Path:
+    """The directory holding Kamailio's modules (``tm.so``)."""
+    for cand in MODULE_DIRS:
+        if (cand / "tm.so").exists():
+            return cand
+    raise FileNotFoundError("Kamailio modules (tm.so) not found: apt-get install kamailio")
+
+
+def cps_window(cps_limit: float) -> tuple[int, int]:
+    """``(window_s, calls_per_window)`` of a fixed-window counter for ``cps_limit``.
+
+    The shortest window of 1..60 s in which ``cps_limit`` admits a whole number of
+    calls; failing that 1 s and the rounded rate (at least 1).
+    """
+    for window_s in range(1, 61):
+        calls = cps_limit * window_s
+        if calls >= 1 and abs(calls - round(calls)) < 1e-6:
+            return window_s, round(calls)
+    return 1, max(1, round(cps_limit))
+
+
+def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: Path,
+                  maxbuffer: int = MAX_BUFFER, rundir: Path | None = None) -> str:
+    """The Kamailio configuration for one deployment.
+
+    Parameters
+    ----------
+    dep
+        The deployment: ``proxy.workers`` -> ``children``, ``trunk.channels`` and
+        ``trunk.cps_limit`` -> admission control.
+    sip_port
+        The proxy's UDP port on 127.0.0.1.
+    agent_port
+        Where the answering agent (SIPp UAS) listens.
+    workdir
+        Holds the ctl socket and runtime files (unless ``rundir`` is given).
+    rundir
+        A short directory for them: a Unix socket path must fit in 108 bytes.
+    """
+    defines = [f"#!define CHANNELS {dep.trunk.channels}"]
+    if dep.trunk.cps_limit is not None:
+        window_s, per_window = cps_window(dep.trunk.cps_limit)
+        defines += ["#!define WITH_CPS", f"#!define CPS_WINDOW_S {window_s}",
+                    f"#!define CPS_PER_WINDOW {per_window}"]
+    values = {
+        "defines": "\n".join(defines),
+        "children": str(dep.proxy.workers),
+        "sip_port": str(sip_port),
+        "agent_port": str(agent_port),
+        "workdir": str((rundir or workdir).resolve()),
+        "maxbuffer": str(maxbuffer),
+        "module_dir": str(module_dir()),
+    }
+    text = TEMPLATE.read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    if "{{" in text:
+        raise ValueError("kamailio template: unfilled placeholder")
+    return text
+
+
+def check_config(path: Path) -> tuple[bool, str]:
+    """Run ``kamailio -c -f PATH`` (parse and module check); returns (ok, output)."""
+    binary = kamailio_binary() or "kamailio"
+    res = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True,
+                         timeout=30, check=False)
+    return res.returncode == 0, res.stdout + res.stderr
+
+
+def kamailio_version() -> str:
+    """The ``kamailio -v`` version line, e.g. ``kamailio 5.6.3 (x86_64/linux)``."""
+    binary = kamailio_binary() or "kamailio"
+    res = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10,
+                         check=False)
+    first = (res.stdout or res.stderr).splitlines()[:1]
+    return first[0].removeprefix("version:").strip() if first else "unknown"
+
+
+class Kamailio:
+    """One Kamailio instance on 127.0.0.1, started from a generated config.
+
+    Parameters
+    ----------
+    dep
+        The deployment whose proxy and trunk it plays.
+    workdir
+        Config, PID file, ctl socket and log (``kamailio.log``) go here.
+    sip_port, agent_port
+        Its own UDP port and the agent's.
+    """
+
+    def __init__(self, dep: Deployment, workdir: Path, *, sip_port: int, agent_port: int
+                 ) -> None:
+        self.dep = dep
+        self.workdir = workdir
+        self.sip_port = sip_port
+        self.agent_port = agent_port
+        self.cfg_path = workdir / "kamailio.cfg"
+        self.pid_path = workdir / "kamailio.pid"
+        self.log_path = workdir / "kamailio.log"
+        self.proc: ChildProcess | None = None
+        self.rundir: Path | None = None
+        if len(str((workdir / "kamailio.ctl").resolve())) > 100:
+            self.rundir = Path(tempfile.mkdtemp(prefix="siplab-kam-"))
+
+    def argv(self) -> list[str]:
+        return [kamailio_binary() or "kamailio", "-f", str(self.cfg_path),
+                "-P", str(self.pid_path), "-w", str(self.workdir), "-DD", "-E",
+                "-x", "tlsf", "-X", "tlsf", "-m", "1024", "-M", "16"]
+
+    def start(self, ready_timeout_s: float = 10.0) -> None:
+        """Write the config, start Kamailio, wait until it listens (its PID file appears).
+
+        Raises
+        ------
+        RuntimeError
+            When it exits early (e.g. the port is taken); the log tail is in the message.
+        """
+        self.cfg_path.write_text(render_config(
+            self.dep, sip_port=self.sip_port, agent_port=self.agent_port,
+            workdir=self.workdir, rundir=self.rundir))
+        self.pid_path.unlink(missing_ok=True)
+        self.proc = ChildProcess(self.argv(), self.log_path, cwd=self.workdir)
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if not self.proc.alive():
+                break
+            if self.pid_path.exists() and self._listening():
+                return
+            time.sleep(0.05)
+        tail = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"kamailio did not start on 127.0.0.1:{self.sip_port}: {tail}")
+
+    def _listening(self) -> bool:
+        from real.ports import udp_port_free
+
+        return not udp_port_free(self.sip_port)
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def stop(self) -> int | None:
+        """SIGTERM the main process (it stops its workers), then SIGKILL the group."""
+        code = self.proc.stop(grace_s=3.0) if self.proc is not None else None
+        if self.rundir is not None:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+        return code
+

@@ -1,0 +1,62 @@
+"""Fixtures of the loopback tests: skip cleanly without the real stack, fail under CI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from real.backend import RealUnavailable, check_available
+from real.kamailio import kamailio_binary
+
+
+def _strict() -> bool:
+    """CI runs must not skip: a missing component there is a failure."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _missing(message: str) -> None:
+    if _strict():
+        pytest.fail(f"real stack missing under CI: {message}")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def real_stack() -> None:
+    """Kamailio, SIPp and pjsua2 are usable, or the test skips (fails when CI is set)."""
+    try:
+        check_available()
+    except RealUnavailable as exc:
+        _missing(str(exc))
+
+
+@pytest.fixture
+def kamailio_only() -> None:
+    """The kamailio binary is there, or the test skips (fails when CI is set)."""
+    if kamailio_binary() is None:
+        _missing("kamailio not found: apt-get install kamailio")
+
+
+@pytest.fixture
+def leftovers() -> Callable[[Path], list[tuple[int, str]]]:
+    """``leftovers(workdir)``: the live processes a run in ``workdir`` left behind."""
+    return processes_of
+
+
+def processes_of(workdir: Path) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes whose command line names ``workdir``."""
+    needle = str(workdir.resolve())
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in cmd and state != "Z":
+            out.append((int(entry.name), cmd))
+    return out
