@@ -41,7 +41,10 @@ TURN_SCHEMA = pa.schema([
     ("call_id", pa.int64()), ("replication", pa.int32()), ("turn", pa.int32()),
     ("voice_to_voice_ms", pa.float64()), ("vad_ms", pa.float64()), ("stt_ms", pa.float64()),
     ("llm_ms", pa.float64()), ("tts_ms", pa.float64()), ("network_ms", pa.float64()),
-    ("queue_ms", pa.float64()), ("start_s", pa.float64()),
+    ("queue_ms", pa.float64()), ("start_s", pa.float64()), ("stt_wait_ms", pa.float64()),
+    ("llm_wait_ms", pa.float64()), ("tts_wait_ms", pa.float64()),
+    ("caller_speech_s", pa.float64()), ("agent_speech_s", pa.float64()),
+    ("llm_tokens", pa.float64()),
 ])  # fmt: skip
 TURN_COLUMNS = tuple(TURN_SCHEMA.names)
 
@@ -134,6 +137,31 @@ def mean_ci95(per_rep: list[float], successes: int | None = None,
     return {"mean": mean, "ci95": [mean, mean], "replications": 1}
 
 
+def ai_summary(turns: pd.DataFrame, usage: dict[str, dict[str, Any]], horizon_s: float
+               ) -> dict[str, Any]:
+    """Per AI stage: probability a request waited for a slot, the wait, slot utilisation.
+
+    ``usage`` gives each stage's slots (None: unlimited, never waits) and busy
+    slot-seconds summed over replications; ``horizon_s`` is the simulated time
+    summed over replications.
+    """
+    out: dict[str, Any] = {}
+    for stage in ("stt", "llm", "tts"):
+        col = f"{stage}_wait_ms"
+        waits = turns[col].to_numpy(float) if col in turns and len(turns) else np.empty(0)
+        use = usage.get(stage, {})
+        servers = use.get("servers")
+        util = (use.get("busy_s", 0.0) / (servers * horizon_s)
+                if servers and horizon_s > 0 else None)
+        out[stage] = {
+            "wait_probability": float((waits > 1e-9).mean()) if waits.size else None,
+            "wait_ms": percentiles(waits),
+            "utilization": util,
+            "concurrency": servers,
+        }
+    return out
+
+
 def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_s: float,
               replications: int, run: dict[str, Any], extra: dict[str, Any] | None = None
               ) -> dict[str, Any]:
@@ -164,8 +192,7 @@ def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_
         "voice_to_voice_ms": percentiles(tcount["voice_to_voice_ms"] if len(tcount) else []),
         "mos": {"mean": float(mos.mean()) if mos.size else None,
                 "p05": float(np.percentile(mos, 5)) if mos.size else None},
-        "ai": {stage: {"wait_probability": None, "wait_ms": percentiles([]), "utilization": None}
-               for stage in ("stt", "llm", "tts")},
+        "ai": ai_summary(tcount, run.get("ai", {}), float(run.get("ai_horizon_s", 0.0))),
         "security": {"attack_requests": 0, "attack_blocked": 0,
                      "legit_rejected": int(counted["rejected_by"].fillna("").str.startswith(
                          "security").sum())},

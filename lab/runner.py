@@ -215,7 +215,13 @@ def _write(exp: Experiment, backend: str, reps: list[dict[str, Any]], out: Path,
     """Assemble the tables and the summary from finished replications (and journals)."""
     frames, turn_frames, series = [], [], []
     sim_s, events = 0.0, 0
+    ai_usage: dict[str, dict[str, Any]] = {}
+    ai_horizon = 0.0
     for rep, res in enumerate(reps):
+        for stage, use in res.get("ai", {}).items():
+            acc = ai_usage.setdefault(stage, {"servers": use["servers"], "busy_s": 0.0})
+            acc["busy_s"] += use["busy_s"]
+        ai_horizon += max(0.0, float(res["run"].get("sim_s", 0.0)) - exp.warmup_s)
         calls = res["calls"].copy()
         calls["replication"] = rep
         frames.append(calls)
@@ -256,7 +262,8 @@ def _write(exp: Experiment, backend: str, reps: list[dict[str, Any]], out: Path,
     }
     summary = R.summarize(calls, turns, backend=backend, warmup_s=exp.warmup_s,
                           replications=exp.replications,
-                          run={"wall_s": wall, "sim_s": sim_s, "events": events}, extra=extra)
+                          run={"wall_s": wall, "sim_s": sim_s, "events": events,
+                               "ai": ai_usage, "ai_horizon_s": ai_horizon}, extra=extra)
     path = out / "summary.json"
     R.write_json(path, summary)
     for journal in out.glob("calls.rep*.jsonl"):

@@ -11,6 +11,7 @@ import pandas as pd
 from lab.plan import CallPlan
 from lab.results import timeseries
 from lab.spec import Experiment
+from twin.ai import turns_frame
 from twin.model import Twin
 
 
@@ -36,7 +37,8 @@ def run_replication(exp: Experiment, replication: int, plan: list[CallPlan],
     ts["proxy_utilization"] = twin.proxy_busy.array(len(ts)) / exp.deployment.proxy.workers
     return {
         "calls": calls,
-        "turns": pd.DataFrame(),
+        "turns": turns_frame(twin.agent.cols),
+        "ai": twin.agent.usage(exp.warmup_s),
         "timeseries": ts,
         "run": {"wall_s": wall, "sim_s": sim_s,
                 "events": next(twin.env._eid),  # events scheduled (SimPy's event counter)

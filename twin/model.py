@@ -12,7 +12,8 @@ shared layers exactly when its messages reach them:
    CPS cap → 503 rejected) and forwards to the agent;
 2. the agent sends 180 Ringing at once and 200 OK after ``answer_ms``; the 200 is
    retransmitted (T1 doubling, capped at T2) until the ACK reaches the agent;
-3. both sides talk for the scenario's time, then the caller sends BYE
+3. both sides talk for the scenario's time — or hold a conversation with the AI
+   agent, turn by turn (:mod:`twin.ai`) — then the caller sends BYE
    (Timer E / F); the channel is released when the BYE passes the trunk.
 
 Between shared resources the process computes times arithmetically and yields
@@ -28,9 +29,10 @@ from typing import Any
 
 import simpy
 
-from lab.plan import CallPlan
+from lab.plan import CallPlan, Turn
 from lab.spec import Experiment
 from lab.streams import Streams
+from twin.ai import Agent
 from twin.monitors import BusyTime, CallLog
 from twin.network import Link
 from twin.proxy import WorkerPool
@@ -58,6 +60,7 @@ class Twin:
                                 dep.proxy.queue_limit, self.proxy_busy)
         self.trunk = Trunk(dep.trunk.channels, dep.trunk.cps_limit)
         self.answer_s = dep.agent.answer_ms / 1000.0
+        self.agent = Agent(dep, streams)
         self.log = CallLog()
         self._invite = self.timers.invite
         self._non_invite = self.timers.non_invite
@@ -147,10 +150,16 @@ class Twin:
         rec["setup_ms"] = (got_200 - t0) * 1000.0
         if math.isnan(rec["pdd_ms"]):
             rec["pdd_ms"] = rec["setup_ms"]  # 180 lost: the 200 is the first ringback
-        # --- talk, then BYE
-        talk_s = c.talk_s
-        bye_at = got_200 + talk_s
-        done = yield from self._bye(rec, bye_at)
+        # --- talk (and converse with the AI agent), then BYE
+        t = got_200
+        for k, step in enumerate(c.steps):
+            if isinstance(step, Turn):
+                t = yield from self.agent.turn(env, c.call_id, k, t + step.caller_speech_s,
+                                               step.caller_speech_s, step.agent_speech_s)
+            else:
+                t += step.hold_s
+        talk_s = t - got_200
+        done = yield from self._bye(rec, t)
         rec["duration_s"] = talk_s
         self._end(rec, "answered", 200, tx, done)
 

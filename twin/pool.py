@@ -1,0 +1,50 @@
+"""A first-come-first-served pool of ``c`` identical servers, booked at arrival time.
+
+This is the G/G/c queue in its plainest exact form (Kiefer–Wolfowitz): keep the
+times at which each server becomes free in a heap; a job arriving at ``a`` with
+service ``s`` starts at ``max(a, earliest free)`` and frees that server at
+``start + s``. Booking needs no simulation events of its own — the caller's
+process only has to *be* at time ``a`` when it books, so that jobs are booked
+in arrival order — which is what keeps the twin fast (PERF-NOTES: yield only
+where a call touches a shared resource). Proxy workers and AI provider
+concurrency slots are both such pools.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+from twin.monitors import BusyTime
+
+
+class FcfsPool:
+    """``servers`` servers in FCFS order; waits, busy time and backlog are tracked."""
+
+    def __init__(self, servers: int, busy: BusyTime | None = None) -> None:
+        self.servers = servers
+        self._free = [0.0] * servers  # heap: when each server becomes free
+        self._queued_starts: deque[float] = deque()  # start times of jobs still waiting
+        self.busy = busy if busy is not None else BusyTime()
+        self.jobs = 0
+        self.waited = 0
+
+    def backlog(self, now: float) -> int:
+        """Jobs that arrived by ``now`` but have not started service."""
+        q = self._queued_starts
+        while q and q[0] <= now:
+            q.popleft()
+        return len(q)
+
+    def book(self, now: float, service_s: float) -> float:
+        """Book a job arriving at ``now`` (the current simulated time); return its start."""
+        start = self._free[0]
+        if start < now:
+            start = now
+        heapq.heapreplace(self._free, start + service_s)
+        if start > now:
+            self._queued_starts.append(start)
+            self.waited += 1
+        self.busy.add(start, start + service_s)
+        self.jobs += 1
+        return start
