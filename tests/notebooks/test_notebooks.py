@@ -14,7 +14,7 @@ NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
 TINY = {"replications": "2", "points": "3", "duration_s": "600"}
 
 #: Text each report's conclusion must contain.
-ANSWERS = {"capacity": "channels carry the peak of"}
+ANSWERS = {"capacity": "channels carry the peak of", "cost": "is the cheapest at"}
 
 
 def test_there_are_notebooks() -> None:
