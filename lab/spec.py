@@ -18,8 +18,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    Tag,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -186,15 +188,132 @@ class Scenario(Strict):
     agent_speech_s: DistField = Field(
         default_factory=lambda: Dist.parse({"dist": "lognormal", "median": 4, "p95": 10})
     )
+    # An explicit call script (None: talk for hold_s, or hold `turns` AI turns). Each
+    # step is a one-key mapping; see ScriptStep.
+    script: Annotated[list[ScriptStep], Field(min_length=1)] | None = None
+
+
+DTMF_DIGITS = r"^[0-9*#A-D]+$"
+
+
+class TalkStep(Strict):
+    """Both parties talk (or listen) for ``talk_s``."""
+
+    talk_s: DistField
+
+
+class TurnsStep(Strict):
+    """``turns`` AI conversation turns with the scenario's speech lengths."""
+
+    turns: NonNegInt | DistField
+
+
+class DtmfStep(Strict):
+    """Send DTMF digits (RFC 4733 telephone-events); the IVR answers with a prompt."""
+
+    dtmf: Annotated[str, Field(pattern=DTMF_DIGITS)]
+    prompt_s: DistField = Field(default_factory=lambda: Dist.parse(3.0))
+
+
+class MessageStep(Strict):
+    """Send an in-dialog SIP MESSAGE (RFC 3428) with this text; the agent answers 200."""
+
+    message: Annotated[str, Field(min_length=1, max_length=1300)]
+
+
+class OnHoldStep(Strict):
+    """Put the agent on hold (re-INVITE, a=sendonly) for ``on_hold_s``, then resume."""
+
+    on_hold_s: DistField
+
+
+class TransferStep(Strict):
+    """Blind transfer (RFC 3515 REFER) to ``transfer``; the call goes on with the target."""
+
+    transfer: Annotated[str, Field(pattern=r"^sips?:\S+$")]
+    talk_s: DistField = Field(default_factory=lambda: Dist.parse(0.0))
+
+
+_STEP_MODELS: dict[str, type[Strict]] = {
+    "talk_s": TalkStep, "turns": TurnsStep, "dtmf": DtmfStep, "message": MessageStep,
+    "on_hold_s": OnHoldStep, "transfer": TransferStep,
+}
+
+
+def _step_kind(value: Any) -> str | None:
+    """The tag of a script step: its one defining key."""
+    if isinstance(value, Strict):
+        return next(f"step:{k}" for k, m in _STEP_MODELS.items() if isinstance(value, m))
+    if isinstance(value, dict):
+        keys = [k for k in _STEP_MODELS if k in value]
+        if len(keys) == 1 and not (keys == ["talk_s"] and "transfer" in value):
+            return f"step:{keys[0]}"
+        if "transfer" in value:
+            return "step:transfer"
+    return None
+
+
+ScriptStep = Annotated[
+    Annotated[TalkStep, Tag("step:talk_s")] | Annotated[TurnsStep, Tag("step:turns")]
+    | Annotated[DtmfStep, Tag("step:dtmf")] | Annotated[MessageStep, Tag("step:message")]
+    | Annotated[OnHoldStep, Tag("step:on_hold_s")]
+    | Annotated[TransferStep, Tag("step:transfer")],
+    Discriminator(_step_kind, custom_error_type="script_step",
+                  custom_error_message="a step is a mapping with exactly one of "
+                  + ", ".join(_STEP_MODELS)),
+]
 
 
 # ---------------------------------------------------------------------------- deployment
+class Burst(Strict):
+    """Bursty RTP loss: a Gilbert–Elliott two-state Markov chain (see twin/media.py).
+
+    Give either ``mean_burst_packets`` (the chain is then the simple Gilbert model,
+    loss 0 in Good and 1 in Bad, scaled so that the mean loss is ``network.loss``), or
+    the chain itself as Linux netem's ``loss gemodel p r 1-h 1-k`` does: ``p_gb``
+    (Good → Bad per packet), ``p_bg`` (Bad → Good), ``loss_good`` and ``loss_bad``
+    (loss probability in each state). In that second form the chain alone sets the
+    RTP loss and ``network.loss`` stays the loss of SIP messages.
+    """
+
+    mean_burst_packets: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] | None = None
+    p_gb: Fraction | None = None
+    p_bg: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    loss_good: Fraction = 0.0
+    loss_bad: Fraction = 1.0
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Burst:
+        chain = self.p_gb is not None or self.p_bg is not None
+        if self.mean_burst_packets is not None and chain:
+            raise ValueError("@mean_burst_packets: give either mean_burst_packets or "
+                             "p_gb and p_bg, not both")
+        if self.mean_burst_packets is None and (self.p_gb is None or self.p_bg is None):
+            raise ValueError("@p_gb: give mean_burst_packets, or both p_gb and p_bg")
+        return self
+
+
 class Network(Strict):
-    """The caller-side path to the proxy, each direction."""
+    """The caller-side path to the proxy, each direction.
+
+    ``burst`` (default None: independent, random loss) makes RTP loss bursty.
+    """
 
     delay_ms: NonNegFloat = 0.0
     jitter_ms: NonNegFloat = 0.0
     loss: Fraction = 0.0
+    burst: Burst | None = None
+
+    @model_validator(mode="after")
+    def _burst_fits(self) -> Network:
+        b = self.burst
+        if b is not None and b.mean_burst_packets is not None:
+            # Gilbert model: p_bg = 1/L, p_gb = loss·p_bg/(1 − loss) must be a probability
+            top = b.mean_burst_packets / (b.mean_burst_packets + 1.0)
+            if self.loss > top:
+                raise ValueError(f"@loss: a mean loss of {self.loss} cannot come in bursts of "
+                                 f"{b.mean_burst_packets:g} packets (at most {top:.4g})")
+        return self
 
 
 class Sip(Strict):
@@ -222,11 +341,43 @@ class Agent(Strict):
     answer_ms: NonNegFloat = 0.0  # INVITE at the agent -> 200 OK (180 Ringing is sent at once)
 
 
+class Relay(Strict):
+    """An rtpengine-like RTP relay: CPU per relayed call, in percent of one core.
+
+    A call costs ``call_cost_pct``; ``transcode_cost_pct`` more when the two legs use
+    different codecs, and ``resample_cost_pct`` more when their sample rates differ
+    (8 kHz ↔ 16/24/48 kHz). ``max_utilization`` keeps head-room (1 = every cycle).
+    """
+
+    cores: PosInt
+    call_cost_pct: PosFloat
+    transcode_cost_pct: NonNegFloat = 0.0
+    resample_cost_pct: NonNegFloat = 0.0
+    max_utilization: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
+
+
+MediaCodec = Literal["G711", "G711U", "G711A", "G722", "G729A", "OPUS"]
+
+
 class Media(Strict):
-    codec: Literal["G711", "G711U", "G711A", "G722", "G729A", "OPUS"] = "G711"
+    """The RTP path of a call: codec, packetisation, jitter buffer, link and relay.
+
+    ``jitter_buffer`` is ``fixed`` (playout at the first packet's delay plus
+    ``jitter_buffer_ms``) or ``adaptive`` (Ramjee et al. 1994, starting at
+    ``jitter_buffer_ms``). ``agent_codec`` is the codec on the relay's AI-agent leg
+    (None: the caller's codec, no transcoding). ``link_kbps`` (None: unlimited) is the
+    caller-side link, per direction, at the Ethernet layer; ``relay`` (None: no limit)
+    the relay's CPU.
+    """
+
+    codec: MediaCodec = "G711"
     plc: bool = True
     ptime_ms: PosInt = 20
     jitter_buffer_ms: NonNegFloat = 40.0
+    jitter_buffer: Literal["fixed", "adaptive"] = "fixed"
+    agent_codec: MediaCodec | None = None
+    link_kbps: PosFloat | None = None
+    relay: Relay | None = None
 
 
 class Stt(Strict):
@@ -382,11 +533,14 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 def _spec_error(exc: ValidationError) -> SpecError:
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
-    # Drop the discriminator tag pydantic adds for tagged unions (load.arrivals.poisson.rate_cps).
+    # Drop the discriminator tags pydantic adds for tagged unions (load.arrivals.poisson.rate_cps).
     if len(loc) >= 3 and loc[:2] == ["load", "arrivals"] and err["type"] != "union_tag_invalid":
         loc = loc[:2] + loc[3:]
+    loc = [p for p in loc if not p.startswith("step:")]
     kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "script_step":
+        return SpecError(".".join(loc), msg)
     if kind == "extra_forbidden":
         return SpecError(".".join(loc), "unknown key")
     if kind == "missing":
@@ -402,6 +556,8 @@ def _spec_error(exc: ValidationError) -> SpecError:
         limit = ctx.get(bound)
         what = "an integer" if isinstance(limit, int) else "a number"
         return SpecError(".".join(loc), f"must be {what} {op} {limit:g}, got {got!r}")
+    if kind == "string_pattern_mismatch":
+        return SpecError(".".join(loc), f"must match {ctx.get('pattern')}, got {got!r}")
     simple = {"int": "an integer", "float": "a number", "finite_number": "a finite number",
               "bool": "true or false", "string": "a string", "dict_type": "a mapping",
               "model_type": "a mapping", "model_attributes_type": "a mapping",
