@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lab import spec as S
+from lab.dists import Dist
 from lab.profiles import Profile
 from lab.spec import Experiment, Scenario
 from lab.streams import Streams
@@ -36,7 +38,37 @@ class Turn:
     agent_speech_s: float
 
 
-Step = Talk | Turn
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    """The caller keys ``digits`` (RFC 4733); the IVR answers with a ``prompt_s`` prompt."""
+
+    digits: str
+    prompt_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An in-dialog SIP MESSAGE (RFC 3428) carrying ``text``."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OnHold:
+    """Hold (re-INVITE a=sendonly) for ``hold_s``, then resume (re-INVITE a=sendrecv)."""
+
+    hold_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Blind transfer to ``target`` (RFC 3515 REFER); then ``talk_s`` with the target."""
+
+    target: str
+    talk_s: float
+
+
+Step = Talk | Turn | Dtmf | Message | OnHold | Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +87,20 @@ class CallPlan:
 
     @property
     def talk_s(self) -> float:
-        """Seconds from answer to hang-up: holds plus every turn's speech."""
+        """Seconds of planned media from answer to hang-up, not counting signalling and
+        agent latency: holds, every turn's speech, IVR prompts, time on hold."""
         total = 0.0
         for step in self.steps:
             if isinstance(step, Talk):
                 total += step.hold_s
-            else:
+            elif isinstance(step, Turn):
                 total += step.caller_speech_s + step.agent_speech_s
+            elif isinstance(step, Dtmf):
+                total += step.prompt_s
+            elif isinstance(step, OnHold):
+                total += step.hold_s
+            elif isinstance(step, Transfer):
+                total += step.talk_s
         return total
 
 
@@ -104,21 +143,52 @@ def make_plan(
 
 
 def _scripts(sc: Scenario, n: int, streams: Streams, name: str) -> list[tuple[Step, ...]]:
-    """The step scripts of ``n`` calls of one scenario."""
-    if isinstance(sc.turns, int):
-        turns = np.full(n, sc.turns, dtype=int)
+    """The step scripts of ``n`` calls of one scenario.
+
+    Every random quantity of a script step draws from its own stream, keyed by the
+    scenario, the step's position and the quantity (``scenario.talk.script.2.talk_s``).
+    """
+    if sc.script is None:
+        return _talk_or_turns(sc, n, streams, f"scenario.{name}", sc.turns, sc.hold_s)
+    parts: list[list[tuple[Step, ...]]] = []
+    for k, step in enumerate(sc.script):
+        key = f"scenario.{name}.script.{k}"
+        if isinstance(step, S.TalkStep):
+            holds = step.talk_s.sample(streams.rng(f"{key}.talk_s"), n).tolist()
+            parts.append([(Talk(h),) for h in holds])
+        elif isinstance(step, S.TurnsStep):
+            parts.append(_talk_or_turns(sc, n, streams, key, step.turns, None))
+        elif isinstance(step, S.DtmfStep):
+            prompts = step.prompt_s.sample(streams.rng(f"{key}.prompt_s"), n).tolist()
+            parts.append([(Dtmf(step.dtmf, p),) for p in prompts])
+        elif isinstance(step, S.MessageStep):
+            parts.append([(Message(step.message),)] * n)
+        elif isinstance(step, S.OnHoldStep):
+            holds = step.on_hold_s.sample(streams.rng(f"{key}.on_hold_s"), n).tolist()
+            parts.append([(OnHold(h),) for h in holds])
+        else:
+            talks = step.talk_s.sample(streams.rng(f"{key}.talk_s"), n).tolist()
+            parts.append([(Transfer(step.transfer, t),) for t in talks])
+    return [tuple(s for part in parts for s in part[i]) for i in range(n)]
+
+
+def _talk_or_turns(sc: Scenario, n: int, streams: Streams, key: str, turns_spec: int | Dist,
+                   hold: Dist | None) -> list[tuple[Step, ...]]:
+    """``turns`` AI turns per call, or (with no turns and a hold) one Talk of ``hold``."""
+    if isinstance(turns_spec, int):
+        turns = np.full(n, turns_spec, dtype=int)
     else:
-        turns = np.rint(sc.turns.sample(streams.rng(f"scenario.{name}.turns"), n)).astype(int)
-    holds = sc.hold_s.sample(streams.rng(f"scenario.{name}.hold_s"), n).tolist()
-    total = int(turns.sum())
-    caller = sc.caller_speech_s.sample(streams.rng(f"scenario.{name}.caller_speech_s"), total)
-    agent = sc.agent_speech_s.sample(streams.rng(f"scenario.{name}.agent_speech_s"), total)
+        turns = np.rint(turns_spec.sample(streams.rng(f"{key}.turns"), n)).astype(int)
+    holds = hold.sample(streams.rng(f"{key}.hold_s"), n).tolist() if hold is not None else None
+    total = int(np.maximum(turns, 0).sum())
+    caller = sc.caller_speech_s.sample(streams.rng(f"{key}.caller_speech_s"), total)
+    agent = sc.agent_speech_s.sample(streams.rng(f"{key}.agent_speech_s"), total)
     out: list[tuple[Step, ...]] = []
     pos = 0
     for i in range(n):
         k = int(turns[i])
         if k <= 0:
-            out.append((Talk(holds[i]),))
+            out.append((Talk(holds[i]),) if holds is not None else ())
             continue
         out.append(tuple(Turn(float(caller[pos + j]), float(agent[pos + j])) for j in range(k)))
         pos += k

@@ -5,6 +5,7 @@ Files in a run directory:
 * ``calls.parquet`` — a row per call attempt (columns :data:`CALL_COLUMNS`);
 * ``turns.parquet`` — a row per AI turn (:data:`TURN_COLUMNS`);
 * ``timeseries.parquet`` — a row per simulated (or real) second;
+* ``steps.parquet`` — a row per call-feature step (DTMF, MESSAGE, hold, transfer);
 * ``summary.json`` — counts, blocking with a 95 % confidence interval across
   replications, latency percentiles, MOS, AI-stage waits, security and cost;
 * ``experiment.resolved.yaml`` — the experiment with every default filled in.
@@ -48,6 +49,8 @@ TURN_SCHEMA = pa.schema([
 ])  # fmt: skip
 TURN_COLUMNS = tuple(TURN_SCHEMA.names)
 
+STEP_COLUMNS = ("call_id", "replication", "step", "kind", "start_s", "duration_ms", "ok")
+
 TIMESERIES_BASE = ("t_s", "replication", "active_calls", "arrivals", "blocked", "rejected")
 OUTCOMES = ("answered", "blocked", "failed", "rejected")
 
@@ -69,6 +72,15 @@ def turns_table(frames: list[pd.DataFrame]) -> pa.Table:
         if col not in df.columns:
             df[col] = pd.Series(dtype=TURN_SCHEMA.field(col).type.to_pandas_dtype())
     return pa.Table.from_pandas(df[list(TURN_COLUMNS)], schema=TURN_SCHEMA, preserve_index=False)
+
+
+def steps_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """A row per call-feature step (DTMF, MESSAGE, hold, transfer): when, how long, ok."""
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {c: pd.Series(dtype=t) for c, t in zip(
+            STEP_COLUMNS, ("int64", "int32", "int64", "str", "float64", "float64", "bool"),
+            strict=True)})
+    return df[list(STEP_COLUMNS)]
 
 
 def timeseries(calls: pd.DataFrame, sim_s: float, channels: int) -> pd.DataFrame:

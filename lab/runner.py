@@ -213,7 +213,7 @@ class _progress:
 def _write(exp: Experiment, backend: str, reps: list[dict[str, Any]], out: Path,
            pricebook: Any, wall: float, failure: BaseException | None) -> Path:
     """Assemble the tables and the summary from finished replications (and journals)."""
-    frames, turn_frames, series = [], [], []
+    frames, turn_frames, step_frames, series = [], [], [], []
     sim_s, events = 0.0, 0
     ai_usage: dict[str, dict[str, Any]] = {}
     ai_horizon = 0.0
@@ -230,6 +230,9 @@ def _write(exp: Experiment, backend: str, reps: list[dict[str, Any]], out: Path,
             turns = turns.copy()
             turns["replication"] = rep
             turn_frames.append(turns)
+        steps = res.get("steps", pd.DataFrame())
+        if len(steps):
+            step_frames.append(steps.assign(replication=rep))
         ts = res["timeseries"].copy()
         ts.insert(1, "replication", rep)
         series.append(ts)
@@ -253,6 +256,7 @@ def _write(exp: Experiment, backend: str, reps: list[dict[str, Any]], out: Path,
     ts_all = pd.concat(series, ignore_index=True) if series else pd.DataFrame(
         columns=list(R.TIMESERIES_BASE))
     R.write_tables(out, R.calls_table([calls]), R.turns_table([turns]), ts_all)
+    R.steps_table(step_frames).to_parquet(out / "steps.parquet", index=False)
     counted = calls["start_s"] >= exp.warmup_s
     extra = {
         "cost": summary_cost(costs[counted.to_numpy()], calls[counted], pricebook,

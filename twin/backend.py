@@ -39,6 +39,7 @@ def run_replication(exp: Experiment, replication: int, plan: list[CallPlan],
         "calls": calls,
         "turns": turns_frame(twin.agent.cols),
         "ai": twin.agent.usage(exp.warmup_s),
+        "steps": pd.DataFrame(twin.features.cols),
         "timeseries": ts,
         "run": {"wall_s": wall, "sim_s": sim_s,
                 "events": next(twin.env._eid),  # events scheduled (SimPy's event counter)

@@ -29,10 +29,11 @@ from typing import Any
 
 import simpy
 
-from lab.plan import CallPlan, Turn
+from lab.plan import CallPlan, Talk, Turn
 from lab.spec import Experiment
 from lab.streams import Streams
 from twin.ai import Agent
+from twin.features import Features
 from twin.monitors import BusyTime, CallLog
 from twin.network import Link
 from twin.proxy import WorkerPool
@@ -61,6 +62,9 @@ class Twin:
         self.trunk = Trunk(dep.trunk.channels, dep.trunk.cps_limit)
         self.answer_s = dep.agent.answer_ms / 1000.0
         self.agent = Agent(dep, streams)
+        self.features = Features(self.env, self.proxy, self.up, self.down, self.timers,
+                                 self._send, (dep.media.ptime_ms + dep.media.jitter_buffer_ms)
+                                 / 1000.0)
         self.log = CallLog()
         self._invite = self.timers.invite
         self._non_invite = self.timers.non_invite
@@ -134,7 +138,8 @@ class Twin:
         answered_at = f + self.answer_s
         if answered_at > env.now:
             yield env.timeout(answered_at - env.now)
-        got_200 = yield from self._deliver_2xx(answered_at)
+        features = any(not isinstance(s, Talk | Turn) for s in c.steps)
+        got_200 = yield from self._deliver_2xx(answered_at, ack_aside=features)
         tx = self._invite_copies(t0, first, min(prov, ring, got_200))
         if got_200 >= t0 + self.timers.timer_b_s and min(prov, ring) == INF:
             # no response at all before Timer B: the caller gives up; the agent's
@@ -156,8 +161,10 @@ class Twin:
             if isinstance(step, Turn):
                 t = yield from self.agent.turn(env, c.call_id, k, t + step.caller_speech_s,
                                                step.caller_speech_s, step.agent_speech_s)
-            else:
+            elif isinstance(step, Talk):
                 t += step.hold_s
+            else:
+                t = yield from self.features.run(c.call_id, k, step, t)
         talk_s = t - got_200
         done = yield from self._bye(rec, t)
         rec["duration_s"] = talk_s
@@ -196,8 +203,13 @@ class Twin:
         yield from self._wait_until(at)
         self.proxy.book(max(at, self.env.now))
 
-    def _deliver_2xx(self, sent_at: float) -> Generator[simpy.Event, Any, float]:
-        """The agent's 200 OK, retransmitted until the ACK arrives; when the caller got it."""
+    def _deliver_2xx(self, sent_at: float, ack_aside: bool = False
+                     ) -> Generator[simpy.Event, Any, float]:
+        """The agent's 200 OK, retransmitted until the ACK arrives; when the caller got it.
+
+        ``ack_aside`` books the ACK's pass through the proxy from a side process, for
+        calls whose next step (a feature) may act before the ACK reaches the proxy.
+        """
         env, proxy = self.env, self.proxy
         first_rx = INF
         for off in self._response:
@@ -212,6 +224,9 @@ class Twin:
             ack = self._arrive(rx, self.up)  # the caller ACKs each 2xx it receives
             if ack == INF:
                 continue
+            if ack_aside:
+                env.process(self._absorb(ack))
+                return first_rx
             yield from self._wait_until(ack)
             proxy.book(max(ack, env.now))
             return first_rx
