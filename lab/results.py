@@ -35,6 +35,7 @@ CALL_SCHEMA = pa.schema([
     ("pdd_ms", pa.float64()), ("invite_tx", pa.int32()), ("duration_s", pa.float64()),
     ("turns", pa.int32()), ("mos", pa.float64()), ("cost_usd", pa.float64()),
     ("end_s", pa.float64()), ("admit_s", pa.float64()), ("release_s", pa.float64()),
+    ("rtp_loss", pa.float64()), ("mouth_to_ear_ms", pa.float64()),
 ])  # fmt: skip
 CALL_COLUMNS = tuple(CALL_SCHEMA.names)
 

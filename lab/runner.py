@@ -250,7 +250,10 @@ def _write(exp: Experiment, backend: str, reps: list[dict[str, Any]], out: Path,
         columns=list(R.CALL_COLUMNS))
     turns = pd.concat(turn_frames, ignore_index=True) if turn_frames else pd.DataFrame(
         columns=list(R.TURN_COLUMNS))
-    calls["mos"] = np.where(calls["outcome"] == "answered", call_mos(exp), np.nan)
+    if "mos" not in calls:
+        calls["mos"] = np.nan
+    missing = (calls["outcome"] == "answered") & calls["mos"].isna()
+    calls.loc[missing, "mos"] = call_mos(exp)  # a backend that measured no MOS for a call
     costs = call_costs(calls, turns, pricebook, exp.deployment.ai.llm.tokens.mean)
     calls["cost_usd"] = costs["cost_usd"].to_numpy()
     ts_all = pd.concat(series, ignore_index=True) if series else pd.DataFrame(

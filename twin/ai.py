@@ -34,7 +34,6 @@ import simpy
 
 from lab.spec import Deployment
 from lab.streams import Streams
-from twin.monitors import BusyTime
 from twin.network import Link
 from twin.pool import FcfsPool
 
@@ -49,36 +48,25 @@ TURN_COLUMNS = (
 class Stage:
     """One AI provider: an optional FCFS pool of ``concurrency`` slots."""
 
-    def __init__(self, name: str, concurrency: int | None) -> None:
+    def __init__(self, name: str, concurrency: int | None, count_from_s: float) -> None:
         self.name = name
-        self.busy = BusyTime()
-        self.pool = FcfsPool(concurrency, self.busy) if concurrency else None
-        self.requests = 0
-
-    def start(self, env: simpy.Environment, at: float, hold_s: float
-              ) -> Generator[simpy.Event, Any, float]:
-        """Request a slot at ``at`` for ``hold_s``; return when service starts."""
-        self.requests += 1
-        if self.pool is None:
-            return at
-        if at > env.now:
-            yield env.timeout(at - env.now)
-        return self.pool.book(max(at, env.now), hold_s)
+        self.pool = FcfsPool(concurrency, count_from_s=count_from_s) if concurrency else None
 
 
 class Agent:
     """The voice agent of one replication: its media path and its three providers."""
 
-    def __init__(self, dep: Deployment, streams: Streams) -> None:
+    def __init__(self, dep: Deployment, streams: Streams, warmup_s: float = 0.0) -> None:
         ai, media = dep.ai, dep.media
         self.up = Link(dep.network, streams.rng("media.up"))
         self.down = Link(dep.network, streams.rng("media.down"))
         self.ptime_s = media.ptime_ms / 1000.0
         self.jitter_buffer_s = media.jitter_buffer_ms / 1000.0
         self.tokens_per_s = ai.llm.tokens_per_s
-        self.stages = {"stt": Stage("stt", ai.stt.concurrency),
-                       "llm": Stage("llm", ai.llm.concurrency),
-                       "tts": Stage("tts", ai.tts.concurrency)}
+        self.stages = {"stt": Stage("stt", ai.stt.concurrency, warmup_s),
+                       "llm": Stage("llm", ai.llm.concurrency, warmup_s),
+                       "tts": Stage("tts", ai.tts.concurrency, warmup_s)}
+        self.turns = 0
         # draws in milliseconds, as the spec gives them
         self.vad_ms = ai.vad_ms.sampler(streams.rng("ai.vad"))
         self.stt_ms = ai.stt.latency_ms.sampler(streams.rng("ai.stt"))
@@ -88,6 +76,7 @@ class Agent:
         # compact columns: ~2 M turns fit in ~250 MB instead of ~2 GB of Python floats
         self.cols: dict[str, array[Any]] = {
             c: array("q" if c in ("call_id", "turn") else "d") for c in TURN_COLUMNS}
+        self._col_list = list(self.cols.values())
 
     def _media(self, link: Link) -> float:
         """One-way media delay; a lost packet's audio arrives with the next one (one ptime)."""
@@ -97,35 +86,52 @@ class Agent:
     def turn(self, env: simpy.Environment, call_id: int, index: int, spoke_until: float,
              caller_speech_s: float, agent_speech_s: float
              ) -> Generator[simpy.Event, Any, float]:
-        """Run one turn; return when the agent's reply has finished playing at the caller."""
-        stt, llm, tts = self.stages["stt"], self.stages["llm"], self.stages["tts"]
+        """Run one turn; return when the agent's reply has finished playing at the caller.
+
+        The three stage bookings are written out rather than delegated: this is the
+        twin's hottest loop (two million turns in a busy hour), and a provider only
+        costs a simulation event when its slots are capped.
+        """
+        stt, llm, tts = self.stages["stt"].pool, self.stages["llm"].pool, self.stages["tts"].pool
         up = self._media(self.up)
         vad = self.vad_ms() * 0.001
         asked = spoke_until + up + vad
         stt_s = self.stt_ms() * 0.001
-        s1 = yield from stt.start(env, asked, stt_s)
+        s1 = asked
+        if stt is not None:
+            if asked > env.now:
+                yield env.timeout(asked - env.now)
+            s1 = stt.book(max(asked, env.now), stt_s)
         transcript = s1 + stt_s
         ttft, tokens = self.ttft_ms() * 0.001, max(0.0, self.tokens())
-        s2 = yield from llm.start(env, transcript, ttft + tokens / self.tokens_per_s)
+        s2 = transcript
+        if llm is not None:
+            if transcript > env.now:
+                yield env.timeout(transcript - env.now)
+            s2 = llm.book(max(transcript, env.now), ttft + tokens / self.tokens_per_s)
         first_token = s2 + ttft
         ttfb = self.ttfb_ms() * 0.001
-        s3 = yield from tts.start(env, first_token, ttfb)
+        s3 = first_token
+        if tts is not None:
+            if first_token > env.now:
+                yield env.timeout(first_token - env.now)
+            s3 = tts.book(max(first_token, env.now), ttfb)
         down = self._media(self.down) + self.jitter_buffer_s
         heard = s3 + ttfb + down
-        waits = (s1 - asked, s2 - transcript, s3 - first_token)
+        w1, w2, w3 = s1 - asked, s2 - transcript, s3 - first_token
         row = (call_id, index, spoke_until, (heard - spoke_until) * 1e3, vad * 1e3,
-               stt_s * 1e3, ttft * 1e3, ttfb * 1e3, (up + down) * 1e3, sum(waits) * 1e3,
-               waits[0] * 1e3, waits[1] * 1e3, waits[2] * 1e3, caller_speech_s,
-               agent_speech_s, tokens)
-        for col, value in zip(self.cols.values(), row, strict=True):
+               stt_s * 1e3, ttft * 1e3, ttfb * 1e3, (up + down) * 1e3, (w1 + w2 + w3) * 1e3,
+               w1 * 1e3, w2 * 1e3, w3 * 1e3, caller_speech_s, agent_speech_s, tokens)
+        for col, value in zip(self._col_list, row, strict=True):
             col.append(value)
+        self.turns += 1
         return heard + agent_speech_s
 
-    def usage(self, after_s: float = 0.0) -> dict[str, dict[str, Any]]:
-        """Per stage: slots (None = unlimited), requests and busy slot-seconds after ``after_s``."""
-        first = int(after_s)
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """Per stage: slots (None = unlimited), requests, busy slot-seconds after warm-up."""
         return {name: {"servers": st.pool.servers if st.pool else None,
-                       "requests": st.requests, "busy_s": sum(st.busy.bins[first:])}
+                       "requests": self.turns,
+                       "busy_s": st.pool.busy_s if st.pool else 0.0}
                 for name, st in self.stages.items()}
 
 

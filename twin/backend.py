@@ -38,7 +38,7 @@ def run_replication(exp: Experiment, replication: int, plan: list[CallPlan],
     return {
         "calls": calls,
         "turns": turns_frame(twin.agent.cols),
-        "ai": twin.agent.usage(exp.warmup_s),
+        "ai": twin.agent.usage(),
         "steps": pd.DataFrame(twin.features.cols),
         "timeseries": ts,
         "run": {"wall_s": wall, "sim_s": sim_s,

@@ -34,6 +34,7 @@ from lab.spec import Experiment
 from lab.streams import Streams
 from twin.ai import Agent
 from twin.features import Features
+from twin.media import MediaPath
 from twin.monitors import BusyTime, CallLog
 from twin.network import Link
 from twin.proxy import WorkerPool
@@ -60,8 +61,12 @@ class Twin:
         self.proxy = WorkerPool(dep.proxy.workers, dep.proxy.service_ms / 1000.0,
                                 dep.proxy.queue_limit, self.proxy_busy)
         self.trunk = Trunk(dep.trunk.channels, dep.trunk.cps_limit)
+        self.media = MediaPath(dep.media, dep.network)
+        self.media_cap = self.media.max_calls  # the RTP relay's or the link's call limit
+        self.media_rng = streams.rng("media")
+        self.media_active = 0
         self.answer_s = dep.agent.answer_ms / 1000.0
-        self.agent = Agent(dep, streams)
+        self.agent = Agent(dep, streams, exp.warmup_s)
         self.features = Features(self.env, self.proxy, self.up, self.down, self.timers,
                                  self._send, (dep.media.ptime_ms + dep.media.jitter_buffer_ms)
                                  / 1000.0)
@@ -122,6 +127,13 @@ class Twin:
         if f > env.now:
             yield env.timeout(f - env.now)
         refused = self.trunk.admit(f)
+        if refused is None and self.media_cap is not None:
+            if self.media_active >= self.media_cap:  # no relay/link room: 503 at once
+                self.trunk.release()
+                by_relay = self.media.relay_calls == self.media_cap
+                refused = "media.relay" if by_relay else "media.link"
+            else:
+                self.media_active += 1
         prov = self._arrive(f, self.down)  # 100 Trying at the caller
         if refused is not None:
             rec["rejected_by"] = refused
@@ -168,6 +180,8 @@ class Twin:
         talk_s = t - got_200
         done = yield from self._bye(rec, t)
         rec["duration_s"] = talk_s
+        q = self.media.quality(talk_s, self.media_rng)
+        rec["mos"], rec["rtp_loss"], rec["mouth_to_ear_ms"] = q["MOS"], q["loss"], q["delay_ms"]
         self._end(rec, "answered", 200, tx, done)
 
     # ------------------------------------------------------------------ pieces
@@ -283,6 +297,8 @@ class Twin:
 
     def _release(self, rec: dict[str, Any], at: float) -> None:
         self.trunk.release()
+        if self.media_cap is not None:
+            self.media_active -= 1
         rec["release_s"] = at
 
     def _end(self, rec: dict[str, Any], outcome: str, code: int, tx: int, end: float) -> None:

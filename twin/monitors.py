@@ -13,6 +13,7 @@ import numpy as np
 CALL_COLUMNS = (
     "call_id", "scenario", "source_ip", "start_s", "outcome", "final_code", "rejected_by",
     "setup_ms", "pdd_ms", "invite_tx", "duration_s", "end_s", "turns", "admit_s", "release_s",
+    "mos", "rtp_loss", "mouth_to_ear_ms",
 )  # fmt: skip
 
 

@@ -21,11 +21,14 @@ from twin.monitors import BusyTime
 class FcfsPool:
     """``servers`` servers in FCFS order; waits, busy time and backlog are tracked."""
 
-    def __init__(self, servers: int, busy: BusyTime | None = None) -> None:
+    def __init__(self, servers: int, busy: BusyTime | None = None,
+                 count_from_s: float = 0.0) -> None:
         self.servers = servers
         self._free = [0.0] * servers  # heap: when each server becomes free
         self._queued_starts: deque[float] = deque()  # start times of jobs still waiting
-        self.busy = busy if busy is not None else BusyTime()
+        self.busy = busy  # per-second busy time, when a time series is wanted
+        self.count_from_s = count_from_s
+        self.busy_s = 0.0  # busy server-seconds after count_from_s
         self.jobs = 0
         self.waited = 0
 
@@ -41,10 +44,14 @@ class FcfsPool:
         start = self._free[0]
         if start < now:
             start = now
-        heapq.heapreplace(self._free, start + service_s)
+        finish = start + service_s
+        heapq.heapreplace(self._free, finish)
         if start > now:
             self._queued_starts.append(start)
             self.waited += 1
-        self.busy.add(start, start + service_s)
+        if self.busy is not None:
+            self.busy.add(start, finish)
+        if finish > self.count_from_s:
+            self.busy_s += finish - max(start, self.count_from_s)
         self.jobs += 1
         return start
