@@ -380,25 +380,54 @@ class Media(Strict):
     relay: Relay | None = None
 
 
+def _lognormal(median: float, p95: float) -> Any:
+    return lambda: Dist.parse({"dist": "lognormal", "median": median, "p95": p95})
+
+
+# Default AI latencies, each from a published figure (read 2026-11; providers change):
+# they describe a typical cascaded agent on commercial APIs, not any one vendor.
+# ``concurrency: null`` everywhere: provider stream caps depend on your contract.
+
+
 class Stt(Strict):
-    latency_ms: DistField = Field(default_factory=lambda: Dist.parse(150))
+    """Streaming STT: end of speech (after endpointing) → final transcript."""
+
+    # median 120 ms: Deepgram Voice Agent LatencyReport example, stt_latency 0.12 s
+    # (developers.deepgram.com/docs/voice-agent-latency-report); p95 350 ms: a
+    # LiveKit + Deepgram nova-3 trace with transcription p50 0.36 s (PyPI: apresvous).
+    latency_ms: DistField = Field(default_factory=_lognormal(120, 350))
     concurrency: PosInt | None = None
 
 
 class Llm(Strict):
-    ttft_ms: DistField = Field(default_factory=lambda: Dist.parse(350))
-    tokens: DistField = Field(default_factory=lambda: Dist.parse(60))
-    tokens_per_s: PosFloat = 80.0
+    """The LLM: time to first token, then ``tokens`` streamed at ``tokens_per_s``."""
+
+    # median 400 / p95 1000 ms: GPT-4o p50 250 / p95 700 ms, Claude Sonnet 4.6 200 / 500,
+    # DeepSeek V3 400 / 1,200 (deploybase.ai TTFT comparison, March 2026); hourly probes of
+    # 15 frontier models found medians from 321 ms to 4.2 s (jonathanwrede.de, 2026).
+    ttft_ms: DistField = Field(default_factory=_lognormal(400, 1000))
+    tokens: DistField = Field(default_factory=lambda: Dist.parse(60))  # a spoken reply
+    tokens_per_s: PosFloat = 80.0  # mid-range API output speed (same sources: 44-235 tok/s)
     concurrency: PosInt | None = None
 
 
 class Tts(Strict):
-    ttfb_ms: DistField = Field(default_factory=lambda: Dist.parse(120))
+    """Streaming TTS: first text in → first audio byte out."""
+
+    # median 150 / p95 300 ms: ElevenLabs Flash ~75 ms and Turbo ~300 ms (elevenlabs.io
+    # docs, models overview); Cartesia sonic-3 p50 138 / p90 174 ms in the apresvous trace.
+    ttfb_ms: DistField = Field(default_factory=_lognormal(150, 300))
     concurrency: PosInt | None = None
 
 
 class Ai(Strict):
-    vad_ms: DistField = Field(default_factory=lambda: Dist.parse(300))
+    """The agent's turn loop; ``vad_ms`` is the endpointing silence after the caller stops."""
+
+    # median 500 / p95 800 ms: LiveKit Agents endpointing min_delay default 500 ms
+    # (docs.livekit.io, turn handling options), OpenAI Realtime server_vad
+    # silence_duration_ms 500 (platform docs), Pipecat/Silero VAD stop_secs 0.8 s
+    # (docs.pipecat.ai, speech input).
+    vad_ms: DistField = Field(default_factory=_lognormal(500, 800))
     stt: Stt = Field(default_factory=Stt)
     llm: Llm = Field(default_factory=Llm)
     tts: Tts = Field(default_factory=Tts)
