@@ -36,6 +36,7 @@ class Turn:
 
     caller_speech_s: float
     agent_speech_s: float
+    barge_in_s: float | None = None  # the caller talks over the reply this far into it
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,10 @@ class CallPlan:
             if isinstance(step, Talk):
                 total += step.hold_s
             elif isinstance(step, Turn):
-                total += step.caller_speech_s + step.agent_speech_s
+                reply = step.agent_speech_s
+                if step.barge_in_s is not None:
+                    reply = min(reply, step.barge_in_s)
+                total += step.caller_speech_s + reply
             elif isinstance(step, Dtmf):
                 total += step.prompt_s
             elif isinstance(step, OnHold):
@@ -183,6 +187,13 @@ def _talk_or_turns(sc: Scenario, n: int, streams: Streams, key: str, turns_spec:
     total = int(np.maximum(turns, 0).sum())
     caller = sc.caller_speech_s.sample(streams.rng(f"{key}.caller_speech_s"), total)
     agent = sc.agent_speech_s.sample(streams.rng(f"{key}.agent_speech_s"), total)
+    barge: list[float | None] = [None] * total
+    if sc.barge_in is not None and total:
+        rng = streams.rng(f"{key}.barge_in")
+        hit = rng.random(total) < sc.barge_in.probability
+        after = sc.barge_in.after_s.sample(rng, total)
+        barge = [float(a) if h and a < g else None
+                 for h, a, g in zip(hit.tolist(), after.tolist(), agent.tolist(), strict=True)]
     out: list[tuple[Step, ...]] = []
     pos = 0
     for i in range(n):
@@ -190,6 +201,7 @@ def _talk_or_turns(sc: Scenario, n: int, streams: Streams, key: str, turns_spec:
         if k <= 0:
             out.append((Talk(holds[i]),) if holds is not None else ())
             continue
-        out.append(tuple(Turn(float(caller[pos + j]), float(agent[pos + j])) for j in range(k)))
+        out.append(tuple(Turn(float(caller[pos + j]), float(agent[pos + j]), barge[pos + j])
+                         for j in range(k)))
         pos += k
     return out

@@ -46,7 +46,8 @@ TURN_SCHEMA = pa.schema([
     ("queue_ms", pa.float64()), ("start_s", pa.float64()), ("stt_wait_ms", pa.float64()),
     ("llm_wait_ms", pa.float64()), ("tts_wait_ms", pa.float64()),
     ("caller_speech_s", pa.float64()), ("agent_speech_s", pa.float64()),
-    ("llm_tokens", pa.float64()),
+    ("llm_tokens", pa.float64()), ("retries", pa.int32()), ("failed", pa.bool_()),
+    ("barge_in", pa.bool_()),
 ])  # fmt: skip
 TURN_COLUMNS = tuple(TURN_SCHEMA.names)
 

@@ -177,6 +177,15 @@ class Load(Strict):
 
 
 # ---------------------------------------------------------------------------- scenarios
+class BargeIn(Strict):
+    """A caller interrupts the agent's reply: with ``probability`` per turn, the caller
+    starts speaking ``after_s`` into the reply (if the reply is still playing); the agent
+    stops talking when its VAD hears the caller, and the next turn starts then."""
+
+    probability: Fraction
+    after_s: DistField = Field(default_factory=lambda: Dist.parse(1.5))
+
+
 class Scenario(Strict):
     hold_s: DistField = Field(
         default_factory=lambda: Dist.parse({"dist": "exponential", "mean": 180})
@@ -188,6 +197,7 @@ class Scenario(Strict):
     agent_speech_s: DistField = Field(
         default_factory=lambda: Dist.parse({"dist": "lognormal", "median": 4, "p95": 10})
     )
+    barge_in: BargeIn | None = None  # callers who talk over long agent replies
     # An explicit call script (None: talk for hold_s, or hold `turns` AI turns). Each
     # step is a one-key mapping; see ScriptStep.
     script: Annotated[list[ScriptStep], Field(min_length=1)] | None = None
@@ -397,6 +407,7 @@ class Stt(Strict):
     # LiveKit + Deepgram nova-3 trace with transcription p50 0.36 s (PyPI: apresvous).
     latency_ms: DistField = Field(default_factory=_lognormal(120, 350))
     concurrency: PosInt | None = None
+    rate_limit_rpm: PosFloat | None = None  # requests per minute before 429 + retry
 
 
 class Llm(Strict):
@@ -409,6 +420,7 @@ class Llm(Strict):
     tokens: DistField = Field(default_factory=lambda: Dist.parse(60))  # a spoken reply
     tokens_per_s: PosFloat = 80.0  # mid-range API output speed (same sources: 44-235 tok/s)
     concurrency: PosInt | None = None
+    rate_limit_rpm: PosFloat | None = None
 
 
 class Tts(Strict):
@@ -418,6 +430,7 @@ class Tts(Strict):
     # docs, models overview); Cartesia sonic-3 p50 138 / p90 174 ms in the apresvous trace.
     ttfb_ms: DistField = Field(default_factory=_lognormal(150, 300))
     concurrency: PosInt | None = None
+    rate_limit_rpm: PosFloat | None = None
 
 
 class Ai(Strict):
@@ -428,6 +441,10 @@ class Ai(Strict):
     # silence_duration_ms 500 (platform docs), Pipecat/Silero VAD stop_secs 0.8 s
     # (docs.pipecat.ai, speech input).
     vad_ms: DistField = Field(default_factory=_lognormal(500, 800))
+    # a provider over its rate limit answers 429; the agent retries after an exponential
+    # backoff with full jitter (retry k waits U(0, base·2^k)), at most max_retries times
+    retry_base_ms: PosFloat = 250.0
+    max_retries: NonNegInt = 5
     stt: Stt = Field(default_factory=Stt)
     llm: Llm = Field(default_factory=Llm)
     tts: Tts = Field(default_factory=Tts)

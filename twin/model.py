@@ -172,7 +172,8 @@ class Twin:
         for k, step in enumerate(c.steps):
             if isinstance(step, Turn):
                 t = yield from self.agent.turn(env, c.call_id, k, t + step.caller_speech_s,
-                                               step.caller_speech_s, step.agent_speech_s)
+                                               step.caller_speech_s, step.agent_speech_s,
+                                               step.barge_in_s)
             elif isinstance(step, Talk):
                 t += step.hold_s
             else:
