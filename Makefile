@@ -38,6 +38,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/bench_twin.py
+	$(BIN)/python bench/bench_media.py
 
 lab: setup
 	cd notebooks && ../$(BIN)/jupyter lab
