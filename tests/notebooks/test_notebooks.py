@@ -14,7 +14,8 @@ NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
 TINY = {"replications": "2", "points": "3", "duration_s": "600"}
 
 #: Text each report's conclusion must contain.
-ANSWERS = {"capacity": "channels carry the peak of", "cost": "is the cheapest at"}
+ANSWERS = {"capacity": "channels carry the peak of", "cost": "is the cheapest at",
+           "latency": "of turns within 1,500 ms;"}
 
 
 def test_there_are_notebooks() -> None:
