@@ -37,7 +37,7 @@ def run_replication(exp: Experiment, replication: int, plan: list[CallPlan],
     ts["proxy_utilization"] = twin.proxy_busy.array(len(ts)) / exp.deployment.proxy.workers
     return {
         "calls": calls,
-        "turns": turns_frame(twin.agent.cols),
+        "turns": turns_frame(twin.agent.rows),
         "ai": twin.agent.usage(),
         "steps": pd.DataFrame(twin.features.cols),
         "timeseries": ts,

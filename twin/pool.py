@@ -22,8 +22,9 @@ class FcfsPool:
     """``servers`` servers in FCFS order; waits, busy time and backlog are tracked."""
 
     def __init__(self, servers: int, busy: BusyTime | None = None,
-                 count_from_s: float = 0.0) -> None:
+                 count_from_s: float = 0.0, track_backlog: bool = False) -> None:
         self.servers = servers
+        self.track_backlog = track_backlog  # only a pool that refuses on backlog needs it
         self._free = [0.0] * servers  # heap: when each server becomes free
         self._queued_starts: deque[float] = deque()  # start times of jobs still waiting
         self.busy = busy  # per-second busy time, when a time series is wanted
@@ -33,7 +34,7 @@ class FcfsPool:
         self.waited = 0
 
     def backlog(self, now: float) -> int:
-        """Jobs that arrived by ``now`` but have not started service."""
+        """Jobs that arrived by ``now`` but have not started service (``track_backlog``)."""
         q = self._queued_starts
         while q and q[0] <= now:
             q.popleft()
@@ -47,7 +48,8 @@ class FcfsPool:
         finish = start + service_s
         heapq.heapreplace(self._free, finish)
         if start > now:
-            self._queued_starts.append(start)
+            if self.track_backlog:
+                self._queued_starts.append(start)
             self.waited += 1
         if self.busy is not None:
             self.busy.add(start, finish)

@@ -23,7 +23,7 @@ class WorkerPool:
         self.workers = workers
         self.service_s = service_s
         self.queue_limit = queue_limit
-        self._pool = FcfsPool(workers, busy)
+        self._pool = FcfsPool(workers, busy, track_backlog=queue_limit is not None)
         self.messages = 0
         self.refused = 0
 
