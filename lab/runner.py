@@ -53,7 +53,13 @@ def _twin(exp: Experiment, rep: int, plan: list[CallPlan], progress: Any,
 
 def _real(exp: Experiment, rep: int, plan: list[CallPlan], progress: Any,
           journal: Any) -> dict[str, Any]:
-    """Place the plan's calls on the local system under test, in real time."""
+    """Place the plan's calls on the local system under test, in real time.
+
+    Each call's record reaches the journal as soon as it ends (a crash keeps it); the
+    records carry their measured MOS, which :func:`_write` keeps (it fills in the
+    deployment's E-model MOS only where a call has none). Turns and feature steps
+    come back from :func:`real.backend.run_calls` with the run's facts.
+    """
     import tempfile
 
     from real.backend import run_calls
@@ -71,15 +77,24 @@ def _real(exp: Experiment, rep: int, plan: list[CallPlan], progress: Any,
 
     wall0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="siplab-real-") as work:
-        facts = run_calls(exp, plan, Path(work), keep, fraction_done)
+        facts = dict(run_calls(exp, plan, Path(work), keep, fraction_done) or {})
     wall = time.perf_counter() - wall0
+    turn_rows = facts.pop("turns", None) or []
+    step_rows = facts.pop("steps", None) or []
     calls = pd.DataFrame(records, columns=list(R.CALL_COLUMNS)).drop(
-        columns=["replication", "mos", "cost_usd"]).sort_values("call_id", kind="stable")
+        columns=["replication", "cost_usd"]).sort_values("call_id", kind="stable")
     calls = calls.reset_index(drop=True)
+    turns = pd.DataFrame(turn_rows)
+    if len(turns):
+        turns = turns[[c for c in R.TURN_COLUMNS if c in turns.columns]].sort_values(
+            ["call_id", "turn"], kind="stable").reset_index(drop=True)
+    steps = pd.DataFrame(step_rows)
+    if len(steps):
+        steps = steps[[c for c in R.STEP_COLUMNS if c in steps.columns]]
     sim_s = float(calls["end_s"].max()) if len(calls) else 0.0
-    return {"calls": calls, "turns": pd.DataFrame(),
+    return {"calls": calls, "turns": turns, "steps": steps,
             "timeseries": R.timeseries(calls, sim_s, exp.deployment.trunk.channels),
-            "run": {"wall_s": wall, "sim_s": sim_s, "events": 0, **(facts or {})},
+            "run": {"wall_s": wall, "sim_s": sim_s, "events": 0, **facts},
             "interrupted": False}
 
 

@@ -74,7 +74,8 @@ def cps_window(cps_limit: float) -> tuple[int, int]:
 
 
 def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: Path,
-                  maxbuffer: int = MAX_BUFFER, rundir: Path | None = None) -> str:
+                  maxbuffer: int = MAX_BUFFER, rundir: Path | None = None,
+                  dispatcher_list: Path | None = None) -> str:
     """The Kamailio configuration for one deployment.
 
     Parameters
@@ -90,8 +91,15 @@ def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: P
         Holds the ctl socket and runtime files (unless ``rundir`` is given).
     rundir
         A short directory for them: a Unix socket path must fit in 108 bytes.
+    dispatcher_list
+        A dispatcher list file (set 1: the voice-agent pool, see
+        :func:`write_dispatcher_list`): INVITEs go round robin over its
+        destinations, failing over on 486/480/503, instead of to ``agent_port``.
     """
     defines = [f"#!define CHANNELS {dep.trunk.channels}"]
+    if dispatcher_list is not None:
+        defines += ["#!define WITH_DISPATCHER",
+                    f'#!define DISPATCHER_LIST "{Path(dispatcher_list).resolve()}"']
     if dep.trunk.cps_limit is not None:
         window_s, per_window = cps_window(dep.trunk.cps_limit)
         defines += ["#!define WITH_CPS", f"#!define CPS_WINDOW_S {window_s}",
@@ -111,6 +119,12 @@ def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: P
     if "{{" in text:
         raise ValueError("kamailio template: unfilled placeholder")
     return text
+
+
+def write_dispatcher_list(path: Path, agent_ports: list[int]) -> Path:
+    """Kamailio's dispatcher list: set 1 = the agents on 127.0.0.1 at ``agent_ports``."""
+    path.write_text("".join(f"1 sip:127.0.0.1:{p}\n" for p in agent_ports))
+    return path
 
 
 def check_config(path: Path) -> tuple[bool, str]:
@@ -141,14 +155,18 @@ class Kamailio:
         Config, PID file, ctl socket and log (``kamailio.log``) go here.
     sip_port, agent_port
         Its own UDP port and the agent's.
+    agent_ports
+        A pool of agents (voice-agent processes, 4 calls each): the dispatcher
+        spreads calls over them (``agent_port`` is then unused).
     """
 
-    def __init__(self, dep: Deployment, workdir: Path, *, sip_port: int, agent_port: int
-                 ) -> None:
+    def __init__(self, dep: Deployment, workdir: Path, *, sip_port: int, agent_port: int,
+                 agent_ports: list[int] | None = None) -> None:
         self.dep = dep
         self.workdir = workdir
         self.sip_port = sip_port
         self.agent_port = agent_port
+        self.agent_ports = list(agent_ports) if agent_ports else None
         self.cfg_path = workdir / "kamailio.cfg"
         self.pid_path = workdir / "kamailio.pid"
         self.log_path = workdir / "kamailio.log"
@@ -170,9 +188,11 @@ class Kamailio:
         RuntimeError
             When it exits early (e.g. the port is taken); the log tail is in the message.
         """
+        ds_list = (write_dispatcher_list(self.workdir / "dispatcher.list", self.agent_ports)
+                   if self.agent_ports else None)
         self.cfg_path.write_text(render_config(
             self.dep, sip_port=self.sip_port, agent_port=self.agent_port,
-            workdir=self.workdir, rundir=self.rundir))
+            workdir=self.workdir, rundir=self.rundir, dispatcher_list=ds_list))
         self.pid_path.unlink(missing_ok=True)
         self.proc = ChildProcess(self.argv(), self.log_path, cwd=self.workdir)
         deadline = time.monotonic() + ready_timeout_s

@@ -21,9 +21,70 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.plan import CallPlan, Dtmf, Message, OnHold, Talk, Transfer, Turn
 from real.process import ChildProcess
 
 CALLS_PER_WORKER = 4
+
+
+class PromptBook:
+    """The caller's spoken prompts: one WAV per planned utterance length (10 ms steps).
+
+    Speech is espeak-ng's (via :mod:`real.tts`), synthesised once per run and cut to
+    each length, followed by the trailing silence the agent's endpointer needs.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._speech: Any = None
+
+    def prompt(self, seconds: float) -> tuple[str, int]:
+        """``(wav path, speech ms)`` of an utterance of ``seconds``."""
+        import numpy as np
+
+        from real import tts
+
+        ms = max(10, round(seconds * 100) * 10)
+        path = self.directory / f"caller_{ms:06d}ms.wav"
+        if not path.exists():
+            if self._speech is None:
+                self._speech = tts.synthesize_pcm(tts.CALLER_TEXT, 8000)
+            speech = self._speech
+            need = round(ms * 8)
+            if speech.size < need:
+                speech = np.tile(speech, need // speech.size + 1)
+            pcm = np.concatenate([tts.fit(speech, ms / 1000.0, 8000), np.zeros(
+                round(tts.TRAILING_SILENCE_S * 8000), dtype=np.int16)])
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tts.write_wav(path, pcm, 8000)
+        return str(path), ms
+
+
+def job_steps(plan: CallPlan, prompts: PromptBook | None) -> list[list[Any]]:
+    """The call's script as the worker's JSON steps (times in ms, see :mod:`real.uac_worker`).
+
+    Without ``prompts`` a turn is a silent wait of its planned length (no speech).
+    """
+    out: list[list[Any]] = []
+    for step in plan.steps:
+        if isinstance(step, Talk):
+            out.append(["talk", step.hold_s * 1000.0])
+        elif isinstance(step, Turn):
+            if prompts is None:
+                out.append(["talk", (step.caller_speech_s + step.agent_speech_s) * 1000.0])
+                continue
+            wav, speech_ms = prompts.prompt(step.caller_speech_s)
+            out.append(["turn", step.caller_speech_s * 1000.0, step.agent_speech_s * 1000.0,
+                        wav, speech_ms])
+        elif isinstance(step, Dtmf):
+            out.append(["dtmf", step.digits, step.prompt_s * 1000.0])
+        elif isinstance(step, Message):
+            out.append(["msg", step.text])
+        elif isinstance(step, OnHold):
+            out.append(["hold", step.hold_s * 1000.0])
+        elif isinstance(step, Transfer):
+            out.append(["xfer", step.target, step.talk_s * 1000.0])
+    return out
 
 
 class UacWorker:
@@ -139,11 +200,28 @@ class UacPool:
             return None
         return min(free, key=lambda w: (len(w.active), w.last_assigned))
 
-    def dial(self, worker: UacWorker, call_id: int, uri: str, hold_s: float) -> None:
-        """Have ``worker`` call ``uri`` now and hang up ``hold_s`` after the 200 OK."""
+    def dial(self, worker: UacWorker, call_id: int, uri: str, hold_s: float, *,
+             steps: list[list[Any]] | None = None, relay: dict[str, int] | None = None,
+             headers: dict[str, str] | None = None, record: str | None = None) -> None:
+        """Have ``worker`` call ``uri`` now.
+
+        Without ``steps`` it hangs up ``hold_s`` after the 200 OK; with them it runs
+        the call's script (see :mod:`real.uac_worker`) and hangs up at its end.
+        ``relay`` holds the RTP relay's ``agent_port``/``caller_port`` for this call,
+        ``headers`` extra INVITE headers, ``record`` a WAV path for what the caller hears.
+        """
         worker.active.add(call_id)
         worker.last_assigned = time.monotonic()
-        worker.send({"op": "call", "id": call_id, "uri": uri, "hold_s": hold_s})
+        job: dict[str, Any] = {"op": "call", "id": call_id, "uri": uri, "hold_s": hold_s}
+        if steps is not None:
+            job["steps"] = steps
+        if relay is not None:
+            job["relay"] = relay
+        if headers:
+            job["headers"] = headers
+        if record:
+            job["record"] = record
+        worker.send(job)
 
     def poll(self, timeout_s: float) -> list[tuple[UacWorker, dict[str, Any]]]:
         """Events from any worker, waiting up to ``timeout_s`` for the first."""
