@@ -348,7 +348,13 @@ class Proxy(Strict):
 
 
 class Agent(Strict):
+    """The answering agent. ``kind`` picks the real backend's agent: ``sipp`` answers and
+    waits for BYE (cheap, pure signalling load), ``voice`` really listens and replies
+    (real/voice_agent.py: VAD, STT, TTS, DTMF, MESSAGE, REFER), ``auto`` = ``voice`` when
+    a scenario has AI turns or feature steps, else ``sipp``. The twin ignores it."""
+
     answer_ms: NonNegFloat = 0.0  # INVITE at the agent -> 200 OK (180 Ringing is sent at once)
+    kind: Literal["auto", "sipp", "voice"] = "auto"
 
 
 class Relay(Strict):

@@ -9,6 +9,10 @@ caller's ACK and BYE come back through the proxy (RFC 3261 section 12.1.1). It
 then waits for the caller's BYE and confirms it with ``200 OK``: the caller, not
 the agent, decides the talk time. The scenario is
 ``loadgen/scenarios/uas_agent.xml``.
+
+When the experiment needs an agent that really talks (AI turns, DTMF, MESSAGE,
+hold, transfer), :func:`agent_kind` says ``voice`` and the backend runs a pool of
+:mod:`real.voice_agent` processes instead (:class:`real.agent_pool.AgentPool`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab.spec import Agent as AgentSpec
+from lab.spec import Experiment, TalkStep, TurnsStep
 from loadgen.sipp import SCENARIOS, SippProcess
 
 UAS_SCENARIO = SCENARIOS / "uas_agent.xml"
@@ -80,3 +85,24 @@ class Agent:
         """Stop SIPp; returns its last cumulative statistics row (may be empty)."""
         self.sipp.stop()
         return self.sipp.last_stats()
+
+
+def agent_kind(exp: Experiment) -> str:
+    """``"sipp"`` or ``"voice"``: the agent the real backend runs for ``exp``.
+
+    ``deployment.agent.kind`` decides unless it is ``auto``; then the voice agent
+    (:mod:`real.voice_agent`) answers whenever a scenario has AI turns or feature
+    steps (DTMF, MESSAGE, hold, transfer) -- the parts SIPp cannot play -- and SIPp,
+    which carries thousands of calls per second, answers pure signalling load.
+    """
+    kind = exp.deployment.agent.kind
+    if kind != "auto":
+        return kind
+    for sc in exp.scenarios.values():
+        if not isinstance(sc.turns, int) or sc.turns > 0:
+            return "voice"
+        for step in sc.script or []:
+            if not isinstance(step, TalkStep) and not (
+                    isinstance(step, TurnsStep) and step.turns == 0):
+                return "voice"
+    return "sipp"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system programs of siplab's real loopback backend: Kamailio (the SIP
-# proxy under test) and SIPp (Debian package `sip-tester`).
+# proxy under test), SIPp (Debian package `sip-tester`) and eSpeak NG (`espeak-ng`, the
+# voice agent's text to speech and the callers' spoken prompts).
 #
 # - Both present: nothing to do.
 # - Missing, running as root with apt-get: install them from Debian/Ubuntu.
@@ -14,19 +15,20 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/
 missing=()
 have kamailio || missing+=(kamailio)
 have sipp || missing+=(sipp)
+have espeak-ng || missing+=(espeak-ng)
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-system: kamailio and sipp found"
+    echo "install-system: kamailio, sipp and espeak-ng found"
     exit 0
 fi
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "install-system: installing kamailio sip-tester with apt-get (missing: ${missing[*]})"
+    echo "install-system: installing kamailio sip-tester espeak-ng with apt-get (missing: ${missing[*]})"
     if apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio sip-tester &&
-        have kamailio && have sipp; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kamailio sip-tester espeak-ng &&
+        have kamailio && have sipp && have espeak-ng; then
         exit 0
     fi
-    reason="apt-get install kamailio sip-tester failed"
+    reason="apt-get install kamailio sip-tester espeak-ng failed"
 else
     reason="need root and apt-get to install them"
 fi
