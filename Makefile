@@ -39,6 +39,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/bench_twin.py
 	$(BIN)/python bench/bench_media.py
+	$(BIN)/python bench/bench_agent.py
 
 lab: setup
 	cd notebooks && ../$(BIN)/jupyter lab
