@@ -52,14 +52,16 @@ class Agent:
         Free ports for ``-p``, ``-cp`` and ``-mp``.
     timeout_s
         SIPp exits by itself after this long.
+    name
+        Names its log and statistics files (``human`` for a transfer target).
     """
 
     def __init__(self, spec: AgentSpec, workdir: Path, *, sip_port: int, control_port: int,
-                 media_port: int, timeout_s: float) -> None:
+                 media_port: int, timeout_s: float, name: str = "agent") -> None:
         self.spec = spec
         self.sip_port = sip_port
         self.sipp = SippProcess(
-            scenario_file(spec, workdir), workdir, "agent", local_port=sip_port,
+            scenario_file(spec, workdir), workdir, name, local_port=sip_port,
             control_port=control_port, media_port=media_port, timeout_s=timeout_s,
             extra_args=["-d", str(max(0, round(spec.answer_ms))), "-timer_resol", "1"],
         )

@@ -22,6 +22,7 @@ Usage (the real backend)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import select
@@ -136,6 +137,13 @@ class AgentPool:
 
     def stop(self) -> None:
         """SIGTERM every agent (each hangs up and exits); SIGKILL after 5 s."""
+        import os
+        import signal
+
+        for proc in self.procs:  # all at once: each takes a moment to hang up
+            if proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
         for proc in self.procs:
             proc.stop(grace_s=5.0)
 

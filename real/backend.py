@@ -3,8 +3,10 @@
 ``siplab run --backend real`` hands each :class:`lab.plan.CallPlan` to
 :func:`run_calls`, which builds the local system under test on 127.0.0.1 only::
 
-    pjsua2 UAC workers ──INVITE──► Kamailio (tm, rr, dialog) ──► SIPp UAS (agent)
-       (callers)        ◄─18x/200─  trunk channels + cps_limit  ◄─ 180, 200 after answer_ms
+    pjsua2 UAC workers ──INVITE──► Kamailio (tm, rr, dialog) ──► agent: SIPp UAS, or the
+       (callers)        ◄─18x/200─  trunk channels + cps_limit      voice-agent pool
+           │                        user "human" ──────────────► SIPp UAS (transfer target)
+           └──── RTP/RTCP ───► impairment relay ◄──── RTP/RTCP ───┘
 
 Process model, and why
 ----------------------
@@ -12,9 +14,22 @@ Process model, and why
   proxy whose ``children`` are ``deployment.proxy.workers``; it enforces the trunk's
   channel cap with dialog profiles (``503 Channels Exhausted``) and its call rate with
   a counter per time window (``503 CPS Limit``).
-- **SIPp** (:mod:`real.agent`) is the answering agent: 100, 180, then 200 OK after
-  ``deployment.agent.answer_ms``; it answers the caller's BYE.
-- **pjsua2 UAC workers** (:mod:`real.uac`, :mod:`real.uac_worker`) are the callers.
+- **The agent** (:func:`real.agent.agent_kind`) is either one **SIPp UAS**
+  (:class:`real.agent.Agent`: 100, 180, then 200 OK after ``deployment.agent.answer_ms``,
+  echoing the caller's RTP) for pure signalling load, or, when a scenario has AI turns
+  or feature steps, a **pool of voice agents** (:class:`real.agent_pool.AgentPool`,
+  :mod:`real.voice_agent`: VAD, STT, reply, TTS, DTMF prompts, MESSAGE, hold, REFER),
+  ``ceil(peak concurrent calls / 4)`` processes behind Kamailio's dispatcher. Each
+  caller's INVITE carries its plan (``X-Siplab-Plan``, :mod:`real.plan_header`) so the
+  agent plays the planned reply and prompt lengths.
+- **The human** -- only when a call is transferred: a SIPp UAS that answers at once;
+  Kamailio routes request user ``human`` to it (the agent's REFER names
+  ``sip:human@<proxy>``), counting the new leg on the caller's trunk channel.
+- **The relay** (:mod:`real.relay`) carries every call's RTP and RTCP and applies
+  ``deployment.network`` (delay, jitter, loss) per direction.
+- **pjsua2 UAC workers** (:mod:`real.uac`, :mod:`real.uac_worker`) are the callers:
+  they speak planned utterances (:class:`real.uac.PromptBook`), hear and time the
+  replies, run the feature steps, and follow a transfer onto its new leg.
   The pjsua2-python wheel is built with PJSUA_MAX_CALLS = 4 and its Endpoint is a
   per-process singleton that must only be called from its own registered thread,
   so each worker is a separate process with one Endpoint, at most 4 calls, and a
@@ -23,19 +38,21 @@ Process model, and why
   workers.
 - **This coordinator** (the calling process, one thread) starts each call at
   ``run_start + plan.start_s`` on ``time.monotonic()`` -- one clock shared by all
-  processes of the machine, so the workers' timestamps need no translation --
-  and turns each worker report into a record for ``on_record`` the moment the call
-  ends, so a crash or Ctrl-C keeps every finished call.
+  processes of the machine, so the workers' and agents' timestamps need no
+  translation -- and turns each worker report into a record for ``on_record`` the
+  moment the call ends, so a crash or Ctrl-C keeps every finished call. At the end
+  it joins the caller's turns to the agent's (:mod:`real.turns`).
 
 Every child runs in its own process group, is stopped in a ``finally`` (also on
 KeyboardInterrupt), and dies with the coordinator if that is killed (see
-:mod:`real.process`). Each also bounds itself: workers and SIPp exit at the run's
-deadline (last planned start + longest hold + a margin) on their own.
+:mod:`real.process`). Each also bounds itself: workers, agents and SIPp exit at the run's
+deadline (last planned start + longest call + a margin) on their own.
 
 Measured values (per call, from the SIP messages the worker sent and received):
 ``setup_ms`` INVITE sent → 200 OK, ``pdd_ms`` INVITE → first 18x (post-dial delay),
 ``invite_tx`` INVITE transmissions (RFC 3261 Timer A retransmissions included),
-``duration_s`` 200 OK → BYE sent, ``end_s`` BYE's 200 (or the failure response).
+``duration_s`` 200 OK → BYE sent, ``end_s`` BYE's 200 (or the failure response); a
+transferred call lasts until the BYE of its new leg.
 ``final_code`` 0 means no final response: the call was never sent (no free UAC
 slot) or was abandoned at the run deadline.
 """
@@ -44,7 +61,6 @@ from __future__ import annotations
 
 import heapq
 import importlib.util
-import json
 import logging
 import math
 import time
@@ -52,14 +68,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.plan import CallPlan, Talk, Turn
+from lab.plan import CallPlan, Talk, Transfer, Turn
+from lab.spec import Agent as AgentSpec
 from lab.spec import Experiment, Media
 from loadgen.sipp import sipp_binary
-from real.agent import Agent
+from real import plan_header
+from real.agent import Agent, agent_kind
+from real.agent_pool import AgentPool, voice_agent_available
+from real.agent_pool import pool_size as agent_pool_size
 from real.kamailio import Kamailio, kamailio_binary, kamailio_version, module_dir
 from real.ports import free_udp_port
 from real.relay import Relay
 from real.rtcp import quality
+from real.turns import turn_rows
 from real.uac import CALLS_PER_WORKER, PromptBook, UacPool, UacWorker, job_steps
 
 log = logging.getLogger(__name__)
@@ -106,11 +127,37 @@ def peak_concurrency(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def pool_size(plan: list[CallPlan], answer_s: float, max_concurrent: int) -> int:
-    """UAC worker processes needed: ``ceil(min(peak, max_concurrent) / 4)``, at least 1."""
-    spans = [(p.start_s, p.start_s + answer_s + p.talk_s + SLOT_MARGIN_S) for p in plan]
+def pool_size(plan: list[CallPlan], answer_s: float, max_concurrent: int,
+              busy_s: Callable[[CallPlan], float] | None = None) -> int:
+    """UAC worker processes needed: ``ceil(min(peak, max_concurrent) / 4)``, at least 1.
+
+    A call holds its slot from its start for ``answer_s``, then ``busy_s(call)``
+    (default: its planned talk time), then :data:`SLOT_MARGIN_S`.
+    """
+    busy = busy_s or (lambda p: p.talk_s)
+    spans = [(p.start_s, p.start_s + answer_s + busy(p) + SLOT_MARGIN_S) for p in plan]
     peak = min(peak_concurrency(spans), max_concurrent)
     return max(1, math.ceil(peak / CALLS_PER_WORKER))
+
+
+def _busy_s(exp: Experiment) -> Callable[[CallPlan], float]:
+    """A call's expected length from answer to BYE: its talk time plus, per turn, the
+    reply latency (VAD hangover, mean time to first token, ~0.5 s of STT, TTS and media)
+    and the silence that ends the reply (0.6 s), and ~1 s per other feature step."""
+    ai = exp.deployment.ai
+    turn_s = (ai.vad_ms.mean + ai.llm.ttft_ms.mean) / 1000.0 + 1.1
+
+    def busy(cp: CallPlan) -> float:
+        return cp.talk_s + sum(turn_s if isinstance(s, Turn) else 1.0
+                               for s in cp.steps if not isinstance(s, Talk))
+    return busy
+
+
+def _peak(plan: list[CallPlan], answer_s: float, exp: Experiment) -> int:
+    """Peak concurrent calls at the agent (the voice-agent pool is sized for it)."""
+    busy = _busy_s(exp)
+    return min(peak_concurrency([(p.start_s, p.start_s + answer_s + busy(p) + SLOT_MARGIN_S)
+                                 for p in plan]), exp.real.max_concurrent)
 
 
 def classify(final_code: int, reason: str, rejected_by: str | None, server: str
@@ -202,39 +249,92 @@ def unplaced_record(plan: CallPlan, rejected_by: str | None, run_start: float
     }
 
 
-def _start_sut(exp: Experiment, workdir: Path, timeout_s: float,
-               started: list[Any]) -> tuple[Kamailio, Agent]:
-    """Start the agent and the proxy on free loopback ports (retrying on a port race)."""
-    last: Exception | None = None
-    for _ in range(3):
-        taken: set[int] = set()
-        agent_port = free_udp_port(avoid=taken)
-        taken.add(agent_port)
+class _Sut:
+    """The processes that answer: Kamailio, the agent (SIPp or the voice-agent pool) and,
+    when a call is transferred, the human's SIPp UAS; ``started`` holds each to stop."""
+
+    def __init__(self, exp: Experiment, plan: list[CallPlan], workdir: Path,
+                 timeout_s: float, started: list[Any]) -> None:
+        self.exp, self.workdir, self.timeout_s, self.started = exp, workdir, timeout_s, started
+        self.kind = agent_kind(exp)
+        self.needs_human = any(isinstance(s, Transfer) for p in plan for s in p.steps)
+        self.proxy: Kamailio | None = None
+        self.sipp: Agent | None = None
+        self.pool: AgentPool | None = None
+        self.human: Agent | None = None
+
+    def _sipp(self, spec: AgentSpec, name: str, taken: set[int]) -> Agent:
+        """A SIPp UAS on free loopback ports that echoes the caller's RTP (and RTCP)."""
+        sip_port = free_udp_port(avoid=taken)
+        taken.add(sip_port)
         control_port = free_udp_port(avoid=taken)
         taken.add(control_port)
         media_port = free_udp_port(avoid=taken | {control_port + 1})
         taken |= {media_port, media_port + 1, media_port + 2, media_port + 3}
-        sip_port = free_udp_port(exp.real.sip_port, avoid=taken)
-        try:
-            agent = Agent(exp.deployment.agent, workdir, sip_port=agent_port,
-                          control_port=control_port, media_port=media_port,
-                          timeout_s=timeout_s)
-            # echo the caller's RTP (and its RTCP port + 2 twin) so every call has
-            # audio flowing back to the caller's ear, which pjsua2 then measures
-            agent.sipp.extra_args.append("-rtp_echo")
-            started.append(agent)
-            agent.start()
-            proxy = Kamailio(exp.deployment, workdir, sip_port=sip_port,
-                             agent_port=agent_port)
-            started.append(proxy)
-            proxy.start()
-            return proxy, agent
-        except RuntimeError as exc:
-            last = exc
-            for proc in reversed(started):
-                proc.stop()
-            started.clear()
-    raise RuntimeError(f"could not start the local SIP stack: {last}")
+        agent = Agent(spec, self.workdir, sip_port=sip_port, control_port=control_port,
+                      media_port=media_port, timeout_s=self.timeout_s, name=name)
+        # echo the caller's RTP (and its RTCP port + 2 twin) so every call has audio
+        # flowing back to the caller's ear, which pjsua2 then measures
+        agent.sipp.extra_args.append("-rtp_echo")
+        self.started.append(agent)
+        agent.start()
+        return agent
+
+    def start(self, agent_processes: int) -> Kamailio:
+        """Start the agent side, then the proxy in front of it (retrying on a port race)."""
+        last: Exception | None = None
+        if self.kind == "voice":
+            self.pool = AgentPool(self.exp.deployment, self.workdir, processes=agent_processes,
+                                  seed=self.exp.seed,
+                                  deadline=time.monotonic() + self.timeout_s)
+            self.started.append(self.pool)
+            self.pool.start()
+        base = list(self.started)
+        ports = list(self.pool.ports) if self.pool else []
+        for _ in range(3):
+            taken = set(ports)
+            self.sipp = self.human = None
+            try:
+                if self.pool is None:
+                    self.sipp = self._sipp(self.exp.deployment.agent, "agent", taken)
+                if self.needs_human:  # a person answers at once (the twin's target, too)
+                    self.human = self._sipp(AgentSpec(answer_ms=0.0), "human", taken)
+                sip_port = free_udp_port(self.exp.real.sip_port, avoid=taken)
+                proxy = Kamailio(self.exp.deployment, self.workdir, sip_port=sip_port,
+                                 agent_port=self.sipp.sip_port if self.sipp else ports[0],
+                                 agent_ports=ports or None,
+                                 human_port=self.human.sip_port if self.human else None)
+                self.started.append(proxy)
+                proxy.start()
+                self.proxy = proxy
+                return proxy
+            except RuntimeError as exc:
+                last = exc
+                for proc in reversed(self.started[len(base):]):
+                    proc.stop()
+                del self.started[len(base):]
+        raise RuntimeError(f"could not start the local SIP stack: {last}")
+
+    def agent_media(self) -> tuple[str, int] | None:
+        """Where the agent's RTP comes from, if known before the call (SIPp's media port);
+        a voice agent's is learnt by the relay from its first packet."""
+        return ("127.0.0.1", self.sipp.sipp.media_port) if self.sipp else None
+
+    def facts(self) -> dict[str, Any]:
+        """What the agent side did, once stopped."""
+        out: dict[str, Any] = {"agent_kind": self.kind}
+        if self.sipp is not None:
+            out["agent_stats"] = {k: v for k, v in self.sipp.stop().items()
+                                  if k.endswith("(C)") and v not in ("", "0")}
+        if self.pool is not None:
+            self.pool.stop()
+            out["agent_processes"] = self.pool.n
+            out["agent_records"] = {ev: len(self.pool.records(ev)) for ev in (
+                "call", "turn", "prompt", "message", "refer", "error")}
+        if self.human is not None:
+            out["human_stats"] = {k: v for k, v in self.human.stop().items()
+                                  if k.endswith("(C)") and v not in ("", "0")}
+        return out
 
 
 def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
@@ -276,24 +376,28 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     answer_s = exp.deployment.agent.answer_ms / 1000.0
     longest = max((_span_of(p) for p in plan), default=0.0)
     span_s = (plan[-1].start_s if plan else 0.0) + longest + answer_s + MARGIN_S
-    n_workers = pool_size(plan, answer_s, exp.real.max_concurrent)
+    n_workers = pool_size(plan, answer_s, exp.real.max_concurrent, _busy_s(exp))
     started: list[Any] = []
     facts: dict[str, Any] = {"backend": "real", "calls_planned": len(plan),
                              "uac_workers": n_workers, "kamailio_version": kamailio_version()}
     session = _Session(exp, plan, workdir, on_record)
+    sut = _Sut(exp, plan, workdir, span_s + 60.0, started)
     try:
-        proxy, agent = _start_sut(exp, workdir, span_s + 60.0, started)
+        if sut.kind == "voice" and (missing := voice_agent_available()) is not None:
+            raise RealUnavailable(missing)
+        proxy = sut.start(agent_pool_size(_peak(plan, answer_s, exp)))
         relay = Relay(exp.deployment.network, exp.seed, workdir,
                       deadline=time.monotonic() + 60.0 + span_s)
         started.append(relay)
         relay.start()
         session.relay = relay
-        session.agent_media = ("127.0.0.1", agent.sipp.media_port)
+        session.agent_media = sut.agent_media()
         pool = UacPool(n_workers, workdir, deadline=time.monotonic() + 30.0 + span_s)
         started.append(pool)
         pool.start()
-        facts.update(sip_port=proxy.sip_port, agent_port=agent.sip_port,
-                     uac_ports=[w.port for w in pool.workers])
+        facts.update(sip_port=proxy.sip_port, uac_ports=[w.port for w in pool.workers],
+                     agent_ports=sut.pool.ports if sut.pool else [sut.sipp.sip_port]
+                     if sut.sipp else [])
         session.run_start = run_start = time.monotonic() + START_LEAD_S
         facts["setup_wall_s"] = round(run_start - t_wall, 3)
         uri = f"sip:agent@127.0.0.1:{proxy.sip_port}"
@@ -308,13 +412,12 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
                 session.emit(unplaced_record(cp, None, run_start))
         if progress is not None:
             progress(1.0)
-        facts["agent_stats"] = {k: v for k, v in agent.stop().items()
-                                if k.endswith("(C)") and v not in ("", "0")}
         facts["proxy_alive_at_end"] = proxy.alive()
+        facts.update(sut.facts())
     finally:
         for proc in reversed(started):
             proc.stop()
-    facts["turns"] = session.turn_rows()
+    facts["turns"] = turn_rows(session.turns, workdir, session.run_start)
     facts["steps"] = session.steps
     facts["wall_s"] = round(time.monotonic() - t_wall, 3)
     return facts
@@ -351,12 +454,7 @@ class _Session:
         if self.relay is not None:
             relay_ports = self.relay.open(cp.call_id, self.agent_media)
             headers["X-Siplab-Relay"] = str(relay_ports["caller_port"])
-        try:
-            from real import plan_header
-
-            headers[plan_header.HEADER] = plan_header.encode(cp)
-        except ImportError:  # the voice agent's side is optional
-            pass
+        headers[plan_header.HEADER] = plan_header.encode(cp)  # the agent's script
         rec = self.workdir / "recordings" / f"call{cp.call_id}.wav"
         rec.parent.mkdir(exist_ok=True)
         return {"steps": job_steps(cp, self.prompts), "relay": relay_ports,
@@ -388,46 +486,6 @@ class _Session:
     def emit(self, record: dict[str, Any]) -> None:
         self.done.add(int(record["call_id"]))
         self.on_record(record)
-
-    def turn_rows(self) -> list[dict[str, Any]]:
-        """Turns with the agent's parts joined in (by SIP Call-ID and turn index)."""
-        agent = agent_turn_log(self.workdir)
-        rows = []
-        for t in self.turns:
-            a = agent.get((t.get("sip_call_id"), int(t["turn"])), {})
-            v2v = t.get("voice_to_voice_ms")
-            parts = {k: _num(a.get(k)) for k in ("vad_ms", "stt_ms", "llm_ms", "tts_ms",
-                                                 "queue_ms")}
-            known = [v for v in parts.values() if not math.isnan(v)]
-            network = (v2v - sum(known)) if v2v is not None and known else float("nan")
-            rows.append({
-                "call_id": t["call_id"], "turn": int(t["turn"]),
-                "voice_to_voice_ms": _num(v2v), **parts, "network_ms": network,
-                "start_s": t["t_speech_end"] - self.run_start,
-                "caller_speech_s": t["caller_speech_s"], "agent_speech_s": t["agent_speech_s"],
-            })
-        return rows
-
-
-def _num(value: Any) -> float:
-    return float(value) if value is not None else float("nan")
-
-
-def agent_turn_log(workdir: Path) -> dict[tuple[str | None, int], dict[str, Any]]:
-    """The voice agent's per-turn JSON lines (``agent*turns*.jsonl`` in ``workdir``),
-    keyed by (SIP Call-ID, turn index)."""
-    out: dict[tuple[str | None, int], dict[str, Any]] = {}
-    for path in sorted(workdir.glob("**/*turns*.jsonl")):
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            cid = row.get("Call-ID") or row.get("call_id") or row.get("sip_call_id")
-            if cid is not None and row.get("turn") is not None:
-                out[(str(cid), int(row["turn"]))] = row
-    return out
-
 
 def _coordinate(session: _Session, pool: UacPool, uri: str, span_s: float,
                 progress: Callable[[float], None] | None) -> None:

@@ -75,7 +75,7 @@ def cps_window(cps_limit: float) -> tuple[int, int]:
 
 def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: Path,
                   maxbuffer: int = MAX_BUFFER, rundir: Path | None = None,
-                  dispatcher_list: Path | None = None) -> str:
+                  dispatcher_list: Path | None = None, human_port: int | None = None) -> str:
     """The Kamailio configuration for one deployment.
 
     Parameters
@@ -95,8 +95,14 @@ def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: P
         A dispatcher list file (set 1: the voice-agent pool, see
         :func:`write_dispatcher_list`): INVITEs go round robin over its
         destinations, failing over on 486/480/503, instead of to ``agent_port``.
+    human_port
+        Where the transfer target listens: INVITEs for user ``human`` (the leg a
+        blind transfer makes) go there, counted on the trunk but never refused.
     """
     defines = [f"#!define CHANNELS {dep.trunk.channels}"]
+    if human_port is not None:
+        defines += ["#!define WITH_HUMAN",
+                    f'#!define HUMAN_URI "sip:127.0.0.1:{int(human_port)}"']
     if dispatcher_list is not None:
         defines += ["#!define WITH_DISPATCHER",
                     f'#!define DISPATCHER_LIST "{Path(dispatcher_list).resolve()}"']
@@ -158,15 +164,19 @@ class Kamailio:
     agent_ports
         A pool of agents (voice-agent processes, 4 calls each): the dispatcher
         spreads calls over them (``agent_port`` is then unused).
+    human_port
+        The transfer target's UAS (request user ``human``), if any.
     """
 
     def __init__(self, dep: Deployment, workdir: Path, *, sip_port: int, agent_port: int,
-                 agent_ports: list[int] | None = None) -> None:
+                 agent_ports: list[int] | None = None, human_port: int | None = None
+                 ) -> None:
         self.dep = dep
         self.workdir = workdir
         self.sip_port = sip_port
         self.agent_port = agent_port
         self.agent_ports = list(agent_ports) if agent_ports else None
+        self.human_port = human_port
         self.cfg_path = workdir / "kamailio.cfg"
         self.pid_path = workdir / "kamailio.pid"
         self.log_path = workdir / "kamailio.log"
@@ -192,7 +202,8 @@ class Kamailio:
                    if self.agent_ports else None)
         self.cfg_path.write_text(render_config(
             self.dep, sip_port=self.sip_port, agent_port=self.agent_port,
-            workdir=self.workdir, rundir=self.rundir, dispatcher_list=ds_list))
+            workdir=self.workdir, rundir=self.rundir, dispatcher_list=ds_list,
+            human_port=self.human_port))
         self.pid_path.unlink(missing_ok=True)
         self.proc = ChildProcess(self.argv(), self.log_path, cwd=self.workdir)
         deadline = time.monotonic() + ready_timeout_s

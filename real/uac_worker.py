@@ -27,7 +27,10 @@ and wait for its end; ``["dtmf", digits, prompt_ms]`` (RFC 4733), timed to the p
 onset; ``["msg", text]`` (RFC 3428 MESSAGE in the dialog), timed to its final response;
 ``["hold", ms]`` (re-INVITE sendonly, then sendrecv), timed to the resume's 200 OK;
 ``["xfer", target, ms]`` -- wait for the agent's REFER (RFC 3515), accept it, and time
-REFER → the NOTIFY that reports the new call's 200.
+REFER → the NOTIFY that reports the new call's 200. pjsua places the new call itself,
+with a :class:`UacCall` of ours (``newCall``), so the caller talks ``ms`` on the new leg
+and then hangs it up; the agent's BYE of the old leg does not end the call, whose
+record then closes with the new leg's BYE.
 
 Measurement comes from the SIP messages themselves: with ``msgLogging`` on, pjsip
 logs every datagram it sends or receives, retransmissions included (RFC 3261
@@ -199,6 +202,7 @@ class UacCall(pj.Call):
     def __init__(self, acc: Any, job: dict[str, Any], finished: list[UacCall],
                  trace: SipTrace, ep: Any) -> None:
         super().__init__(acc)
+        self.acc = acc
         self.job = job
         self.finished = finished
         self.trace = trace
@@ -216,7 +220,8 @@ class UacCall(pj.Call):
         self.players: list[Any] = []
         self.audio: Any = None
         self.msg_status: tuple[float, int] | None = None
-        self.transfer: Any = None  # the new call a REFER made (kept referenced)
+        self.parent: UacCall | None = None  # set on the call a REFER made
+        self.child: UacCall | None = None  # the call our REFER acceptance made
         self.stats: dict[str, Any] = {}
         self.turns: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []
@@ -228,10 +233,22 @@ class UacCall(pj.Call):
     # -- pjsua2 callbacks --------------------------------------------------------
     def onCallState(self, prm: Any) -> None:
         ci = self.getInfo()
+        if not self.sip_call_id:
+            self.sip_call_id = str(ci.callIdString)
         if ci.state == pj.PJSIP_INV_STATE_DISCONNECTED and self.disc_t is None:
             self.disc_t = time.monotonic()
             self.disc_code, self.disc_reason = int(ci.lastStatusCode), str(ci.lastReason)
-            self.finished.append(self)
+            parent = self.parent
+            if parent is not None:  # the transferred leg ended: so has the whole call
+                if parent.disc_t is not None and parent not in parent.finished:
+                    parent.finished.append(parent)
+            elif not self.transferred():
+                self.finished.append(self)
+
+    def transferred(self) -> bool:
+        """Whether the call lives on in the leg a REFER made (RFC 3515): the agent's BYE
+        of the original leg does not end it."""
+        return self.child is not None and self.child.disc_t is None
 
     def onCallSdpCreated(self, prm: Any) -> None:
         """Point the agent at the relay: our offer advertises its agent-facing port."""
@@ -251,7 +268,7 @@ class UacCall(pj.Call):
                 fmt = pj.MediaFormatAudio()
                 fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
                 self.tap = Tap()
-                self.tap.createPort(f"tap{self.job['id']}", fmt)
+                self.tap.createPort(f"tap{self.job['id']}{self.job.get('leg', '')}", fmt)
                 self.audio.startTransmit(self.tap)
                 if self.job.get("record"):
                     self.recorder = pj.AudioMediaRecorder()
@@ -265,7 +282,14 @@ class UacCall(pj.Call):
             self.msg_status = (time.monotonic(), int(prm.code))
 
     def onCallTransferRequest(self, prm: Any) -> None:
-        prm.statusCode = 202  # accept the REFER; pjsua dials prm.dstUri itself
+        """Accept the REFER (202); pjsua dials the target with a :class:`UacCall` of ours,
+        so the new leg is tracked and hung up like any call."""
+        prm.statusCode = 202
+        child = UacCall(self.acc, {"id": self.job["id"], "uri": str(prm.dstUri), "leg": "xfer"},
+                        self.finished, self.trace, self.ep)
+        child.parent = self
+        self.child = child  # keeps the Python wrapper (and its director) alive
+        prm.newCall = child
 
     # -- RTP statistics ----------------------------------------------------------
     def take_stats(self) -> None:
@@ -409,7 +433,10 @@ class UacCall(pj.Call):
         self.step(index, "on_hold", t0, d.reinvite_ok[n0 + 1] if held and resumed else None)
 
     def xfer(self, index: int, step: list[Any]) -> Iterator[Wait]:
-        """Blind transfer: the agent REFERs us; time REFER → our NOTIFY's 200."""
+        """Blind transfer: the agent REFERs us; time REFER → our NOTIFY's 200.
+
+        Then talk ``talk_ms`` on the new leg and hang it up (BYE), waiting for its end.
+        """
         d = self.trace.dialogs.get(self.sip_call_id, Dialog())
         t0 = time.monotonic()
         yield self.until(t0 + REPLY_TIMEOUT_S, lambda: d.refer_rx is not None)
@@ -420,7 +447,16 @@ class UacCall(pj.Call):
         yield self.until(start + NON_INVITE_TIMEOUT_S, lambda: d.notify_final_ok is not None)
         self.step(index, "transfer", start, d.notify_final_ok)
         end = time.monotonic() + step[2] / 1000.0
-        yield lambda: time.monotonic() >= end
+        child = self.child
+        if child is None or d.notify_final_ok is None:
+            yield lambda: time.monotonic() >= end
+            return
+        yield self.until(end, lambda: child.disc_t is not None)
+        if child.disc_t is None:
+            child.hung_up = True
+            with contextlib.suppress(pj.Error):
+                child.hangup(pj.CallOpParam(True))
+            yield self.until(time.monotonic() + BYE_WAIT_S, lambda: child.disc_t is not None)
 
     def step(self, index: int, kind: str, start: float, end: float | None) -> None:
         self.steps.append({"step": index, "kind": kind, "t_start": start, "t_end": end,
@@ -452,12 +488,23 @@ class UacCall(pj.Call):
             with contextlib.suppress(pj.Error):
                 player.stopTransmit(self.audio)
 
+    def end(self) -> None:
+        """Hang up this call and the leg a transfer made, whichever is still up."""
+        self.hung_up = True
+        for call in (self.child, self):
+            if call is not None and call.disc_t is None:
+                call.hung_up = True
+                with contextlib.suppress(pj.Error):
+                    call.hangup(pj.CallOpParam(True))
+
     def release_media(self) -> None:
         """Drop players, recorder and tap (their wrappers) once the call is over."""
         self.players.clear()
         self.recorder = None
         self.tap = None
         self.audio = None
+        if self.child is not None:
+            self.child.release_media()
 
 
 class Worker:
@@ -527,7 +574,7 @@ class Worker:
         """Run each answered call's script; send BYE (or CANCEL) once it is over."""
         now = time.monotonic()
         for call in self.calls:
-            if call.hung_up or call.disc_t is not None:
+            if call.hung_up or (call.disc_t is not None and not call.transferred()):
                 continue
             d = self.trace.dialogs.get(call.sip_call_id)
             due = False
@@ -541,9 +588,7 @@ class Worker:
                 due = call.script_done
             if due or force:
                 call.take_stats()
-                call.hung_up = True
-                with contextlib.suppress(pj.Error):
-                    call.hangup(pj.CallOpParam(True))
+                call.end()
 
     def report_finished(self, force: bool = False) -> None:
         """Report each disconnected call once its BYE is answered, then drop its Call.
@@ -561,11 +606,20 @@ class Worker:
         for item in self.closing:
             call, disc_t = item
             d = self.trace.dialogs.get(call.sip_call_id, Dialog())
-            waiting = d.bye_tx is not None and d.bye_ok is None
+            # a transferred call ends with the leg the REFER made (its BYE, or its end)
+            child = call.child
+            last = self.trace.dialogs.get(child.sip_call_id, Dialog()) if child else d
+            waiting = last.bye_tx is not None and last.bye_ok is None
             if waiting and not force and now - disc_t < BYE_WAIT_S:
                 keep.append(item)
                 continue
             self.trace.dialogs.pop(call.sip_call_id, None)
+            end = {"bye_t": d.bye_tx, "bye_ok_t": d.bye_ok, "disc_t": disc_t}
+            if child is not None:
+                self.trace.dialogs.pop(child.sip_call_id, None)
+                end = {"bye_t": last.bye_tx or child.disc_t, "bye_ok_t": last.bye_ok,
+                       "disc_t": child.disc_t or disc_t, "xfer_code": last.final_code}
+                child.parent = call.child = None
             emit({
                 "ev": "done", "id": call.job["id"], "error": None,
                 "sip_call_id": call.sip_call_id,
@@ -573,8 +627,7 @@ class Worker:
                 "invite_tx": len(d.invite_tx), "t18x": d.first_18x, "final_t": d.final_t,
                 "final_code": d.final_code or call.disc_code,
                 "reason": d.reason or call.disc_reason, "rejected_by": d.rejected_by,
-                "server": d.server,
-                "bye_t": d.bye_tx, "bye_ok_t": d.bye_ok, "disc_t": disc_t,
+                "server": d.server, **end,
                 "media": call.stats or None, "turns": call.turns, "steps": call.steps,
             })
         self.closing = keep

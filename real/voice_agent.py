@@ -21,9 +21,15 @@ Run as ``python -m real.voice_agent --port P --log FILE --deployment YAML ...``;
    DTMF step, a spoken menu prompt of the planned length. RFC 3428 MESSAGE inside the
    dialog: pjsua answers ``200 OK``, the agent logs it. Hold (RFC 3264 section 8.4
    re-INVITE ``a=sendonly``): pjsua answers ``recvonly``; playback pauses until resume.
-   Blind transfer (RFC 3515): once the steps before a planned transfer are done, the
-   agent sends ``REFER`` to the caller, and hangs up after the NOTIFY that reports
-   ``200`` (RFC 3515 section 2.4.5, message/sipfrag).
+   Blind transfer (RFC 3515): once the steps before a planned transfer are done
+   (replies and prompts played, MESSAGEs received, hold cycles resumed), the agent
+   sends ``REFER`` to the caller, and hangs up after the NOTIFY that reports ``200``
+   (RFC 3515 section 2.4.5, message/sipfrag). The ``Refer-To`` keeps the planned
+   target's user part at the proxy the call came through (:func:`loopback_target`),
+   which routes ``human`` to the local transfer target.
+
+RTP flows through silence too (VAD off): the RTP relay in the media path learns the
+agent's address from its first packet, and the caller's RTCP sees a steady stream.
 
 Why a pool of processes: the pjsua2-python wheel carries at most 4 calls per process
 (PJSUA_MAX_CALLS = 4) and its Endpoint is a process singleton that may only be called
@@ -65,7 +71,7 @@ TURN_KEYS = (
     "ev", "agent", "sip_call_id", "call", "turn", "t_speech_start", "t_last_speech",
     "t_end_of_speech_detected", "vad_ms", "stt_ms", "llm_ms", "tts_ms", "queue_ms",
     "stt_wait_ms", "llm_wait_ms", "tts_wait_ms", "t_reply_start", "agent_ms", "reply_s",
-    "planned_agent_speech_s", "text", "keywords", "reply",
+    "planned_agent_speech_s", "llm_tokens", "text", "keywords", "reply",
 )
 
 
@@ -96,6 +102,7 @@ class AgentCall(pj.Call):
         self.prompt_plan = plan_header.prompts(plan) if plan else []
         self.xfer_plan = plan_header.transfer(plan) if plan else None
         self.sip_call_id = ""
+        self.proxy = ""  # host:port the INVITE came from (Kamailio)
         self.t_invite = time.monotonic()
         self.answer_at: float | None = None
         self.t_confirmed: float | None = None
@@ -114,6 +121,8 @@ class AgentCall(pj.Call):
         self.refer_sent = False
         self.hangup_at: float | None = None
         self.held = False
+        self.resumes = 0  # hold/resume cycles completed (RFC 3264 re-INVITEs)
+        self.messages = 0  # in-dialog MESSAGEs received
 
     # pjsua2 callbacks: main thread (threadCnt = 0)
     def onCallState(self, prm: Any) -> None:
@@ -136,6 +145,7 @@ class AgentCall(pj.Call):
             held = mi.status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD
             if held != self.held:
                 self.held = held
+                self.resumes += not held
                 self.playout.paused = held
                 self.agent.log.write("hold" if held else "resume", sip_call_id=self.sip_call_id,
                                      call=self.plan_call, t=time.monotonic())
@@ -152,6 +162,7 @@ class AgentCall(pj.Call):
         self.digits.append((str(prm.digit), time.monotonic()))
 
     def onInstantMessage(self, prm: Any) -> None:
+        self.messages += 1
         self.agent.log.write("message", sip_call_id=self.sip_call_id, call=self.plan_call,
                              t_received=time.monotonic(), content_type=str(prm.contentType),
                              chars=len(str(prm.msgBody)))
@@ -208,6 +219,9 @@ class VoiceAgent:
         cfg.uaConfig.userAgent = "siplab-voice-agent"
         cfg.logConfig.level = 1
         cfg.logConfig.consoleLevel = 1
+        # RTP through silence too (no VAD suppression): a relay in the path learns our
+        # address from the first packet, and the caller's RTCP sees a steady stream
+        cfg.medConfig.noVad = True
         self.ep.libInit(cfg)
         tcfg = pj.TransportConfig()
         tcfg.port = port
@@ -237,6 +251,7 @@ class VoiceAgent:
         plan = plan_header.from_message(str(prm.rdata.wholeMsg))
         call = AgentCall(self, acc, prm.callId, plan)
         call.sip_call_id = str(call.getInfo().callIdString)
+        call.proxy = str(prm.rdata.srcAddress)
         self.calls.append(call)
         op = pj.CallOpParam()
         op.statusCode = 180
@@ -298,7 +313,7 @@ class VoiceAgent:
             info = {"turn": call.turn, "t_speech_start": utt.t_start,
                     "t_last_speech": utt.t_last_speech,
                     "t_end_of_speech_detected": utt.t_end_detected, "vad_ms": vad_ms,
-                    "planned_agent_speech_s": planned}
+                    "planned_agent_speech_s": planned, "llm_tokens": job.tokens}
             call.pending.append(("turn", call.turn, self.pool.submit(self.pipeline.run, job),
                                  info))
             call.turn += 1
@@ -363,10 +378,12 @@ class VoiceAgent:
                 self.log.write("prompt", sip_call_id=call.sip_call_id, call=call.plan_call,
                                **rec)
         call.pending = keep
-        if call.busy and not call.pending and not call.playout.busy:
-            finished = call.playout.finished
-            call.replies_done = sum(1 for c in finished if c[0] == "turn")
-            call.prompts_done = sum(1 for c in finished if c[0] == "prompt")
+        if not call.pending and not call.playout.busy:
+            # idle: every clip that started has been played out (``finished`` is only
+            # stamped at the media tick after a clip's last frame, so count ``started``)
+            played = list(call.playout.started)
+            call.replies_done = sum(1 for c in played if c[0] == "turn")
+            call.prompts_done = sum(1 for c in played if c[0] == "prompt")
             call.busy = False
 
     def _maybe_transfer(self, call: AgentCall) -> None:
@@ -375,12 +392,17 @@ class VoiceAgent:
             return
         if call.replies_done < x["at_turn"] or call.prompts_done < x["after_prompts"]:
             return
+        # the caller's MESSAGEs and hold/resume cycles planned before the transfer, too
+        if call.held or call.messages < steps_before(call.plan, "msg", "xfer") or \
+                call.resumes < steps_before(call.plan, "hold", "xfer"):
+            return
         call.refer_sent = True
         t = time.monotonic()
+        target = loopback_target(x["target"], call.proxy)
         try:
-            call.xfer(x["target"], pj.CallOpParam(True))
+            call.xfer(target, pj.CallOpParam(True))
             self.log.write("refer", sip_call_id=call.sip_call_id, call=call.plan_call,
-                           t_refer=t, target=x["target"])
+                           t_refer=t, target=target, planned_target=x["target"])
         except pj.Error as exc:
             self.log.write("error", sip_call_id=call.sip_call_id, what="refer",
                            error=str(exc.info()))
@@ -404,6 +426,31 @@ class VoiceAgent:
         del self.acc
         gc.collect()
         self.ep.libDestroy()
+
+
+def loopback_target(target: str, proxy: str) -> str:
+    """The planned transfer ``target`` as the loopback system reaches it: its user part
+    at the proxy the call came through (``proxy``, host:port), which routes user
+    ``human`` to the transfer target's UAS. Unchanged without a proxy address.
+
+    >>> loopback_target("sip:human@example.com", "127.0.0.1:5060")
+    'sip:human@127.0.0.1:5060'
+    """
+    bare = target.strip().strip("<>")
+    if not proxy or "@" not in bare:
+        return target
+    user = bare.split(":", 1)[1].split("@", 1)[0]
+    return f"sip:{user}@{proxy}"
+
+
+def steps_before(plan: dict[str, Any] | None, kind: str, until: str) -> int:
+    """How many ``kind`` steps the plan has before its first ``until`` step."""
+    n = 0
+    for step in (plan or {}).get("steps", []):
+        if step and step[0] == until:
+            break
+        n += bool(step) and step[0] == kind
+    return n
 
 
 _PROTO_FD = 1

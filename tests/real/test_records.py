@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,31 @@ def test_record_of_an_answered_call() -> None:
                                  "t18x": None, "bye_t": None, "bye_ok_t": None}, t0)
     assert blocked["outcome"] == "blocked" and math.isnan(blocked["setup_ms"])
     assert blocked["duration_s"] == 0.0 and blocked["end_s"] == pytest.approx(1.025)
+
+
+def test_turn_join_leaves_the_media_path_as_network_ms(tmp_path: Path) -> None:
+    from real.turns import turn_rows
+
+    agent = {"ev": "turn", "call": 4, "turn": 1, "vad_ms": 300.0, "stt_ms": 80.0,
+             "llm_ms": 500.0, "tts_ms": 20.0, "queue_ms": 5.0, "stt_wait_ms": 5.0,
+             "llm_wait_ms": 0.0, "tts_wait_ms": 0.0, "llm_tokens": 60}
+    (tmp_path / "agent0.jsonl").write_text(
+        json.dumps({"ev": "call", "call": 4}) + "\n" + json.dumps(agent) + "\n")
+    heard = {"call_id": 4, "turn": 1, "t_speech_end": 102.5, "voice_to_voice_ms": 1080.0,
+             "caller_speech_s": 1.5, "agent_speech_s": 1.0}
+    unheard = {**heard, "turn": 2, "voice_to_voice_ms": None}
+    row, lost = turn_rows([heard, unheard], tmp_path, run_start=100.0)
+    assert row["network_ms"] == pytest.approx(1080 - 905) and row["start_s"] == 2.5
+    assert row["stt_wait_ms"] == 5.0 and row["llm_tokens"] == 60 and not row["failed"]
+    assert row["retries"] == 0 and row["barge_in"] is False
+    assert lost["failed"] and math.isnan(lost["vad_ms"]) and math.isnan(lost["network_ms"])
+
+
+def test_transfer_target_is_reached_through_the_proxy() -> None:
+    from real.voice_agent import loopback_target, steps_before
+
+    assert loopback_target("sip:human@example.com", "127.0.0.1:5070") == \
+        "sip:human@127.0.0.1:5070"
+    assert loopback_target("sip:human@example.com", "") == "sip:human@example.com"
+    plan = {"steps": [["msg"], ["hold", 1000], ["msg"], ["xfer", "sip:h@x", 0], ["msg"]]}
+    assert steps_before(plan, "msg", "xfer") == 2 and steps_before(plan, "hold", "xfer") == 1

@@ -2,8 +2,8 @@
 
 Against the signalling-only SIPp agent the caller still runs every step and records
 it (the agent answers no MESSAGE or DTMF, so those steps are recorded as not ok,
-with NaN durations). Success against the pjsua2 voice agent is not tested yet: the
-backend does not start that agent.
+with NaN durations). Success against the pjsua2 voice agent is tested in
+``test_voice_backend.py``.
 """
 
 from __future__ import annotations
