@@ -36,6 +36,7 @@ import numpy as np
 import pjsua2 as pj
 
 from real import plan_header
+from real.endpoint import account_config, new_config, start_loopback
 from real.media_ports import Playout, RxPort, TxPort
 from real.tts import caller_speech
 
@@ -100,28 +101,12 @@ class Probe:
         self.script = script
         self.ep = pj.Endpoint()
         self.ep.libCreate()
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = 4
+        cfg = new_config(4)
         cfg.logConfig.level = 1
         cfg.logConfig.consoleLevel = 1
-        self.ep.libInit(cfg)
-        tcfg = pj.TransportConfig()
-        tcfg.port = 0
-        tcfg.boundAddress = tcfg.publicAddress = "127.0.0.1"
-        tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-        port = int(str(self.ep.transportGetInfo(tid).localName).rsplit(":", 1)[1])
-        self.ep.libStart()
-        self.ep.audDevManager().setNullDev()
-        self.ep.codecSetPriority("PCMU/8000/1", 255)
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:probe@127.0.0.1:{port}"
-        acfg.sipConfig.transportId = tid
-        acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
-        acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
+        tid, port = start_loopback(self.ep, cfg)
         self.acc = pj.Account()
-        self.acc.create(acfg)
+        self.acc.create(account_config("probe", port, tid))
         self.calls: list[ProbeCall] = []
         self.speech: dict[int, bytes] = {}
 

@@ -60,6 +60,8 @@ from typing import Any
 
 import pjsua2 as pj
 
+from real.endpoint import account_config, new_config, start_loopback
+
 MAX_CALLS = 4
 BYE_WAIT_S = 4.0
 POLL_MS = 5  # libHandleEvents timeout: bounds command latency, costs CPU when short
@@ -514,11 +516,7 @@ class Worker:
         self.name, self.gap_s = name, gap_s
         self.ep = pj.Endpoint()
         self.ep.libCreate()
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = MAX_CALLS
-        cfg.uaConfig.userAgent = "siplab-uac"
+        cfg = new_config(MAX_CALLS, "siplab-uac")
         self.trace = SipTrace()
         cfg.logConfig.writer = self.trace
         cfg.logConfig.msgLogging = True
@@ -528,22 +526,9 @@ class Worker:
         cfg.medConfig.noVad = True  # RTP flows through silence too: loss is measurable
         cfg.medConfig.clockRate = 8000
         cfg.medConfig.sndClockRate = 8000
-        self.ep.libInit(cfg)
-        tcfg = pj.TransportConfig()
-        tcfg.port = 0
-        tcfg.boundAddress = tcfg.publicAddress = "127.0.0.1"
-        tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-        self.port = int(str(self.ep.transportGetInfo(tid).localName).rsplit(":", 1)[1])
-        self.ep.libStart()
-        self.ep.audDevManager().setNullDev()
-        self.ep.codecSetPriority("PCMU/8000/1", 255)
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:{name}@127.0.0.1:{self.port}"
-        acfg.sipConfig.transportId = tid
-        acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
-        acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
+        tid, self.port = start_loopback(self.ep, cfg)
         self.acc = pj.Account()
-        self.acc.create(acfg)
+        self.acc.create(account_config(name, self.port, tid))
         self.calls: list[UacCall] = []
         self.finished: list[UacCall] = []
         self.queue: list[dict[str, Any]] = []

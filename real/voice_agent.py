@@ -61,6 +61,7 @@ import yaml
 from lab.spec import Deployment
 from lab.streams import Streams
 from real import plan_header
+from real.endpoint import account_config, new_config, start_loopback
 from real.media_ports import Playout, RxPort, TxPort
 from real.stages import Pipeline, Slots, TurnJob, prompt_pcm
 from real.vad import Endpointer
@@ -212,32 +213,15 @@ class VoiceAgent:
         self._key = 0
         self.ep = pj.Endpoint()
         self.ep.libCreate()
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = MAX_CALLS
-        cfg.uaConfig.userAgent = "siplab-voice-agent"
+        cfg = new_config(MAX_CALLS, "siplab-voice-agent")
         cfg.logConfig.level = 1
         cfg.logConfig.consoleLevel = 1
         # RTP through silence too (no VAD suppression): a relay in the path learns our
         # address from the first packet, and the caller's RTCP sees a steady stream
         cfg.medConfig.noVad = True
-        self.ep.libInit(cfg)
-        tcfg = pj.TransportConfig()
-        tcfg.port = port
-        tcfg.boundAddress = tcfg.publicAddress = "127.0.0.1"
-        tid = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-        self.port = int(str(self.ep.transportGetInfo(tid).localName).rsplit(":", 1)[1])
-        self.ep.libStart()
-        self.ep.audDevManager().setNullDev()
-        self.ep.codecSetPriority("PCMU/8000/1", 255)
-        acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:{name}@127.0.0.1:{self.port}"
-        acfg.sipConfig.transportId = tid
-        acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
-        acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
+        tid, self.port = start_loopback(self.ep, cfg, port)
         self.acc = AgentAccount(self)
-        self.acc.create(acfg)
+        self.acc.create(account_config(name, self.port, tid))
 
     def next_key(self) -> int:
         self._key += 1
