@@ -402,7 +402,9 @@ def _lognormal(median: float, p95: float) -> Any:
 
 # Default AI latencies, each from a published figure (read 2026-11; providers change):
 # they describe a typical cascaded agent on commercial APIs, not any one vendor.
-# ``concurrency: null`` everywhere: provider stream caps depend on your contract.
+# ``concurrency: null`` everywhere: provider stream caps depend on your plan — e.g. Deepgram
+# pay-as-you-go allows up to 50 concurrent streaming STT requests and 15 concurrent Aura TTS
+# requests (developers.deepgram.com/reference/api-rate-limits, checked 2026-11): set them.
 
 
 class Stt(Strict):
