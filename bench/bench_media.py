@@ -38,6 +38,29 @@ def _call(path: MediaPath, talk_s: float, method: Literal["fast", "packets"]
     return lambda: path.quality(talk_s, rng, method)
 
 
+def _bench_ports(k: int) -> None:
+    """The pjsua2 media-port adapters' own work per frame (real/media_ports.py)."""
+    import pjsua2 as pj
+
+    from real.media_ports import FRAME_BYTES, Playout, _vector_bytes_slow, vector_bytes
+
+    pcm = bytes(range(256)) * 2 * 50  # 1 s of PCM16
+    vec = pj.ByteVector(pcm[:FRAME_BYTES])
+    playout = Playout()
+
+    def next_frame() -> None:
+        if not playout.busy:
+            playout.play("clip", pcm)
+        playout.next_frame()
+
+    print("pjsua2 media-port adapters, per 20 ms frame")
+    for name, fn in [("rx: ByteVector -> bytes", lambda: vector_bytes(vec)),
+                     ("rx: the same, element-wise", lambda: _vector_bytes_slow(vec)),
+                     ("tx: bytes -> ByteVector", lambda: pj.ByteVector(pcm[:FRAME_BYTES])),
+                     ("tx: playout next_frame", next_frame)]:
+        print(f"  {name:28s} {per_call_us(fn, 20000 // k):8.1f} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -57,6 +80,7 @@ def main() -> None:
                      ("resample 8 -> 48 kHz", lambda: resample(frame, 8000, 48000)),
                      ("resample 24 -> 8 kHz", lambda: resample(np.zeros(480), 24000, 8000))]:
         print(f"  {name:24s} {per_call_us(fn, 20000 // k):8.1f} us")
+    _bench_ports(k)
 
     cases = {
         "fixed, 20 ms jitter-free": (Media(), Network(delay_ms=20)),
