@@ -24,15 +24,13 @@ retransmission until its ACK is not modelled separately.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 import simpy
 
 from lab.plan import Dtmf, Message, OnHold, Transfer
-from twin.network import Link
-from twin.proxy import WorkerPool
-from twin.sip import Timers
+from twin.transaction import NonInvite
 
 INF = math.inf
 DTMF_TONE_S = 0.16  # pjsua: PJSUA_CALL_SEND_DTMF_DURATION_DEFAULT (160 ms per digit)
@@ -46,15 +44,10 @@ Gen = Generator[simpy.Event, Any, float]
 class Features:
     """Runs feature steps for the calls of one twin replication and records each one."""
 
-    def __init__(self, env: simpy.Environment, proxy: WorkerPool, up: Link, down: Link,
-                 timers: Timers, send: Callable[[Link], float | None],
-                 media_down_s: float) -> None:
-        self.env = env
-        self.proxy = proxy
-        self.up = up
-        self.down = down
-        self.timers = timers
-        self.send = send
+    def __init__(self, tx: NonInvite, media_down_s: float) -> None:
+        self.tx = tx
+        self.env, self.proxy, self.timers = tx.env, tx.proxy, tx.timers
+        self.up, self.down, self.send = tx.up, tx.down, tx.send
         self.media_down_s = media_down_s  # packetisation + jitter buffer at the caller
         self.cols: dict[str, list[Any]] = {c: [] for c in STEP_COLUMNS}
         self.far_rx = INF
@@ -110,47 +103,14 @@ class Features:
         self.proxy.book(max(end, self.env.now))
         return end + step.talk_s
 
-    # ------------------------------------------------------------------ SIP
     def _transaction(self, sent_at: float, from_caller: bool) -> Gen:
-        """A request through the proxy and its final response, with Timer E/F.
-
-        Returns when the originator received the final response (INF on Timer F);
-        ``self.far_rx`` is then when the far end received the request.
-        """
-        env, proxy = self.env, self.proxy
-        for off in self.timers.non_invite:
-            t = sent_at + off
-            if from_caller:
-                d = self.send(self.up)
-                if d is None:
-                    continue
-                yield from self._wait_until(t + d)
-                fin = proxy.book(env.now)  # forwarded to the agent, who answers at once
-                assert fin is not None
-                self.far_rx = fin
-                yield from self._wait_until(fin)
-                back = proxy.book(env.now)
-                assert back is not None
-                d = self.send(self.down)
-                if d is not None:
-                    return back + d
-            else:
-                yield from self._wait_until(t)
-                fin = proxy.book(env.now)
-                assert fin is not None
-                d = self.send(self.down)
-                if d is None:
-                    continue
-                self.far_rx = fin + d
-                d2 = self.send(self.up)  # the caller answers at once
-                if d2 is None:
-                    continue
-                yield from self._wait_until(fin + d + d2)
-                back = proxy.book(env.now)
-                assert back is not None
-                return back
-        yield from self._wait_until(sent_at + self.timers.timer_f_s)
-        return INF
+        tx = self.tx
+        if from_caller:
+            done = yield from tx.from_caller(sent_at)
+        else:
+            done = yield from tx.from_agent(sent_at)
+        self.far_rx = tx.far_rx
+        return done
 
     def _wait_until(self, t: float) -> Generator[simpy.Event, Any, None]:
         if t > self.env.now:

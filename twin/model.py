@@ -39,6 +39,7 @@ from twin.monitors import BusyTime, CallLog
 from twin.network import Link
 from twin.proxy import WorkerPool
 from twin.sip import Timers
+from twin.transaction import NonInvite
 from twin.trunk import Trunk
 
 INF = math.inf
@@ -67,12 +68,11 @@ class Twin:
         self.media_active = 0
         self.answer_s = dep.agent.answer_ms / 1000.0
         self.agent = Agent(dep, streams, exp.warmup_s)
-        self.features = Features(self.env, self.proxy, self.up, self.down, self.timers,
-                                 self._send, (dep.media.ptime_ms + dep.media.jitter_buffer_ms)
+        self.tx = NonInvite(self.env, self.proxy, self.up, self.down, self.timers, self._send)
+        self.features = Features(self.tx, (dep.media.ptime_ms + dep.media.jitter_buffer_ms)
                                  / 1000.0)
         self.log = CallLog()
         self._invite = self.timers.invite
-        self._non_invite = self.timers.non_invite
         self._response = self.timers.response
 
     # ------------------------------------------------------------------ driving
@@ -270,29 +270,22 @@ class Twin:
         self._end(rec, outcome, code, tx, got)
 
     def _bye(self, rec: dict[str, Any], sent_at: float) -> Generator[simpy.Event, Any, float]:
-        """BYE client transaction; returns when the caller's transaction ended."""
-        env, proxy = self.env, self.proxy
-        released = False
-        for off in self._non_invite:
-            d = self._send(self.up)
-            if d is None:
-                continue
-            at = sent_at + off + d
-            yield from self._wait_until(at)
-            fin = proxy.book(max(at, env.now))
-            assert fin is not None
-            if not released:
-                yield from self._wait_until(fin)
-                self._release(rec, fin)
-                released = True
-                fin = proxy.book(env.now)  # the agent's 200 OK back through the proxy
-                assert fin is not None
-            rx = self._arrive(fin, self.down)
-            if rx < INF:
-                return rx
-        end = sent_at + self.timers.timer_f_s  # Timer F: the dialog is gone anyway
-        yield from self._wait_until(end)
-        if not released:
+        """BYE client transaction; returns when the caller's transaction ended.
+
+        The trunk channel is freed when the proxy passes the BYE on; if no copy ever
+        gets there, when Timer F ends the caller's wait (the dialog is gone anyway).
+        """
+        freed: list[float] = []
+
+        def release(at: float) -> None:
+            self._release(rec, at)
+            freed.append(at)
+
+        done = yield from self.tx.from_caller(sent_at, release)
+        if done < INF:
+            return done
+        end = self.env.now  # Timer F
+        if not freed:
             self._release(rec, end)
         return end
 
