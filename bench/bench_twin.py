@@ -68,12 +68,12 @@ def bench_twin(concurrent: int, ai: bool = False) -> dict:
     plan = make_plan(exp)
     plan_s = time.perf_counter() - t0
     res = run_replication(exp, 0, plan)
-    wall = res["run"]["wall_s"]
+    wall = res.facts["wall_s"]
     n = len(res["calls"])
-    return {"calls": n, "turns": len(res["turns"]), "plan_s": plan_s, "wall_s": wall,
+    return {"calls": n, "turns": len(res.turns), "plan_s": plan_s, "wall_s": wall,
             "calls_per_s": n / wall,
-            "events": res["run"]["events"], "events_per_s": res["run"]["events"] / wall,
-            "events_per_call": res["run"]["events"] / n}
+            "events": res.facts["events"], "events_per_s": res.facts["events"] / wall,
+            "events_per_call": res.facts["events"] / n}
 
 
 def bench_bare(live: int, events: int) -> dict:

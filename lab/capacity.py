@@ -248,7 +248,9 @@ def _run_points(exps: list[Experiment], jobs: int | None, out_root: Path | None,
 def _preload() -> None:
     """Import the runner and the twin before forking, so workers do not each import them."""
     import lab.runner  # noqa: F401
-    import twin.backend  # noqa: F401
+    from lab.backend import backend
+
+    backend("twin")  # imports the twin through the registry
 
 
 # ---------------------------------------------------------------------------- the plan

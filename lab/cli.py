@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab.spec import SpecError
+from lab.errors import SpecError
+
+# Only the standard library and lab.errors are imported here: each command imports what
+# it needs, so `siplab erlang-b` or `--help` answer without loading pandas or pydantic.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an experiment on a backend and write its results")
     run.add_argument("experiment", type=Path, help="experiment YAML file")
-    run.add_argument("--backend", default="twin", help="twin (default) or real")
+    run.add_argument("--backend", default="twin",
+                     help="a registered backend: twin (default), real, or a plug-in's")
     run.add_argument("--out", type=Path, default=None, help="results directory "
                      "(default runs/<name>-<timestamp>/)")
     run.add_argument("--set", dest="overrides", action="append", default=[],
@@ -83,6 +87,7 @@ def _bad(key: str, problem: str) -> SpecError:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lab.backend import BackendUnavailable
     from lab.runner import RunInterrupted, run_experiment
     from lab.spec import load_experiment
 
@@ -100,19 +105,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"siplab: {exc}", file=sys.stderr)
         print(exc.out_dir / "summary.json")
         return 130 if isinstance(exc.cause, KeyboardInterrupt) else 1
-    except _unavailable() as exc:
+    except BackendUnavailable as exc:
         print(f"siplab: {exc}", file=sys.stderr)
         return 1
     print(summary)
     return 0
-
-
-def _unavailable() -> type[Exception]:
-    try:
-        from real.backend import RealUnavailable
-    except ImportError:
-        return RuntimeError
-    return RealUnavailable
 
 
 def _print(data: dict[str, Any]) -> int:

@@ -49,8 +49,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from lab.codecs import CODECS, WIDEBAND, Codec, codec
+
 __all__ = [
-    "CODECS",
     "TABLE3_DEFAULTS",
     "WIDEBAND_CODECS",
     "emodel",
@@ -91,50 +92,28 @@ TABLE3_DEFAULTS: Mapping[str, float] = MappingProxyType(
     }
 )
 
-#: Narrowband codec impairments, ITU-T G.113 (11/2007) Appendix I.
-#: ``Ie``: equipment impairment factor (Table I.1); ``Bpl``: packet-loss robustness
-#: factor for random loss (Table I.3); ``Bpl_no_plc``: G.711 without concealment.
-CODECS: Mapping[str, Mapping[str, float]] = MappingProxyType(
-    {
-        # G.711 64 kbit/s PCM: Ie = 0 (G.113 Table I.1); Bpl = 25.1 with the packet-loss
-        # concealment of G.711 Appendix I, 4.3 without PLC (G.113 Table I.3).
-        "G711": MappingProxyType({"Ie": 0.0, "Bpl": 25.1, "Bpl_no_plc": 4.3}),
-        # G.729A (+VAD) 8 kbit/s CS-ACELP: Ie = 11 (Table I.1), Bpl = 19.0 (Table I.3).
-        # Concealment is built into the decoder, so the PLC flag does not change it.
-        "G729A": MappingProxyType({"Ie": 11.0, "Bpl": 19.0, "Bpl_no_plc": 19.0}),
-    }
-)
-
-#: Names accepted for the codecs above (RTP/SDP encoding names and spellings).
-#: The SDP name "G729" is interoperable with Annex A and is rated as G.729A.
-_ALIASES: Mapping[str, str] = MappingProxyType(
-    {"G711": "G711", "PCMU": "G711", "PCMA": "G711", "G711U": "G711", "G711A": "G711",
-     "G711ULAW": "G711", "G711ALAW": "G711",
-     "G729": "G729A", "G729A": "G729A", "G729AB": "G729A"}
-)
-
-#: Wideband / super-wideband codecs: rated by G.107.1 / G.107.2, not by this model.
-WIDEBAND_CODECS: frozenset[str] = frozenset(
-    {"G722", "G7221", "G7222", "AMRWB", "OPUS", "SILK", "SPEEX16", "L16", "EVS"}
-)
+#: Names of the wideband codecs the narrowband model refuses (see :mod:`lab.codecs`).
+WIDEBAND_CODECS = WIDEBAND
+#: Names the narrowband model rates (their aliases too: PCMU, PCMA, G729, ...).
+NARROWBAND = sorted({c.emodel_name for c in CODECS.values() if c.emodel_name})
 
 # Parameters fixed by the keyword arguments of r_factor(); not valid as overrides.
 _DERIVED = frozenset({"Ppl", "BurstR"})
 
 
-def _canonical_codec(codec: str) -> str:
-    if not isinstance(codec, str):
-        raise ValueError(f"codec: must be a codec name such as 'G711', got {codec!r}")
-    key = "".join(ch for ch in codec.upper() if ch.isalnum())
-    if key in _ALIASES:
-        return _ALIASES[key]
-    if key in WIDEBAND_CODECS:
+def _codec_row(name: str) -> Codec:
+    """The narrowband codec called ``name``, or ValueError (wideband codecs need G.107.1)."""
+    key = "".join(ch for ch in name.upper() if ch.isalnum()) if isinstance(name, str) else ""
+    if key in WIDEBAND:
         raise ValueError(
-            f"codec: {codec!r} is a wideband codec; ITU-T G.107 rates narrowband "
+            f"codec: {name!r} is a wideband codec; ITU-T G.107 rates narrowband "
             f"(300-3400 Hz) calls only and wideband needs G.107.1 — use one of "
-            f"{sorted(CODECS)}"
+            f"{NARROWBAND}"
         )
-    raise ValueError(f"codec: unknown codec {codec!r}, expected one of {sorted(_ALIASES)}")
+    c = codec(name)
+    if c.wideband:  # pragma: no cover - every wideband name is in WIDEBAND
+        raise ValueError(f"codec: {name!r} is a wideband codec (G.107.1)")
+    return c
 
 
 def _finite(name: str, value: Any) -> float:
@@ -160,10 +139,11 @@ def _parameters(
     burst = _finite("burst_r", burst_r)
     if burst <= 0.0:
         raise ValueError(f"burst_r: must be > 0 (1 = random loss), got {burst_r!r}")
-    row = CODECS[_canonical_codec(codec)]
+    row = _codec_row(codec)
+    assert row.ie is not None and row.bpl is not None and row.bpl_no_plc is not None
     params = dict(TABLE3_DEFAULTS)
     params.update(
-        Ie=row["Ie"], Bpl=row["Bpl"] if plc else row["Bpl_no_plc"],
+        Ie=row.ie, Bpl=row.bpl if plc else row.bpl_no_plc,
         T=delay, Ta=delay, Tr=2.0 * delay, Ppl=100.0 * p, BurstR=burst,
     )
     for name, value in overrides.items():

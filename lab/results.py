@@ -26,63 +26,66 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import stats
 
+from lab.records import (
+    CALL_COLUMNS,
+    CALL_SCHEMA,
+    OUTCOMES,
+    STEP_COLUMNS,
+    STEP_SCHEMA,
+    TIMESERIES_BASE,
+    TURN_COLUMNS,
+    TURN_SCHEMA,
+)
 from lab.series import count_per_second, occupancy_per_second
 
-CALL_SCHEMA = pa.schema([
-    ("call_id", pa.int64()), ("replication", pa.int32()), ("scenario", pa.string()),
-    ("source_ip", pa.string()), ("start_s", pa.float64()), ("outcome", pa.string()),
-    ("final_code", pa.int32()), ("rejected_by", pa.string()), ("setup_ms", pa.float64()),
-    ("pdd_ms", pa.float64()), ("invite_tx", pa.int32()), ("duration_s", pa.float64()),
-    ("turns", pa.int32()), ("mos", pa.float64()), ("cost_usd", pa.float64()),
-    ("end_s", pa.float64()), ("admit_s", pa.float64()), ("release_s", pa.float64()),
-    ("rtp_loss", pa.float64()), ("mouth_to_ear_ms", pa.float64()),
-])  # fmt: skip
-CALL_COLUMNS = tuple(CALL_SCHEMA.names)
-
-TURN_SCHEMA = pa.schema([
-    ("call_id", pa.int64()), ("replication", pa.int32()), ("turn", pa.int32()),
-    ("voice_to_voice_ms", pa.float64()), ("vad_ms", pa.float64()), ("stt_ms", pa.float64()),
-    ("llm_ms", pa.float64()), ("tts_ms", pa.float64()), ("network_ms", pa.float64()),
-    ("queue_ms", pa.float64()), ("start_s", pa.float64()), ("stt_wait_ms", pa.float64()),
-    ("llm_wait_ms", pa.float64()), ("tts_wait_ms", pa.float64()),
-    ("caller_speech_s", pa.float64()), ("agent_speech_s", pa.float64()),
-    ("llm_tokens", pa.float64()), ("retries", pa.int32()), ("failed", pa.bool_()),
-    ("barge_in", pa.bool_()),
-])  # fmt: skip
-TURN_COLUMNS = tuple(TURN_SCHEMA.names)
-
-STEP_COLUMNS = ("call_id", "replication", "step", "kind", "start_s", "duration_ms", "ok")
-
-TIMESERIES_BASE = ("t_s", "replication", "active_calls", "arrivals", "blocked", "rejected")
-OUTCOMES = ("answered", "blocked", "failed", "rejected")
+__all__ = ["CALL_COLUMNS", "OUTCOMES", "STEP_COLUMNS", "TIMESERIES_BASE", "TURN_COLUMNS",
+           "calls_table", "conform", "mean_ci95", "percentiles", "steps_table", "summarize",
+           "timeseries", "turns_table"]
 
 
 # ---------------------------------------------------------------------------- tables
+def conform(df: pd.DataFrame | None, schema: pa.Schema) -> pd.DataFrame:
+    """``df`` with exactly the columns of ``schema`` (a record type's), in order and type.
+
+    A float column the backend did not observe is NaN, a string column None; a missing
+    integer or boolean column is an error (every backend knows its ids and flags).
+    """
+    df = pd.DataFrame() if df is None else df
+    out: dict[str, Any] = {}
+    for f in schema:
+        dtype = f.type.to_pandas_dtype()
+        if f.name in df.columns:
+            col = df[f.name]
+            out[f.name] = col.astype(dtype) if col.dtype != dtype else col
+        elif pa.types.is_floating(f.type):
+            out[f.name] = np.full(len(df), np.nan)
+        elif pa.types.is_string(f.type):
+            out[f.name] = pd.Series([None] * len(df), dtype=object, index=df.index)
+        elif len(df) == 0:
+            out[f.name] = pd.Series(dtype=dtype)
+        else:
+            raise ValueError(f"records: column {f.name!r} is missing")
+    return pd.DataFrame(out, index=df.index).reset_index(drop=True)
+
+
 def calls_table(frames: list[pd.DataFrame]) -> pa.Table:
-    """Concatenate per-replication call frames into the contract's schema."""
+    """Per-replication call frames as one table of the contract's schema."""
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for col in CALL_COLUMNS:
-        if col not in df.columns:
-            df[col] = np.nan if CALL_SCHEMA.field(col).type == pa.float64() else None
-    df = df[list(CALL_COLUMNS)]
-    return pa.Table.from_pandas(df, schema=CALL_SCHEMA, preserve_index=False)
+    return pa.Table.from_pandas(conform(df, CALL_SCHEMA), schema=CALL_SCHEMA,
+                                preserve_index=False)
 
 
 def turns_table(frames: list[pd.DataFrame]) -> pa.Table:
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for col in TURN_COLUMNS:
-        if col not in df.columns:
-            df[col] = pd.Series(dtype=TURN_SCHEMA.field(col).type.to_pandas_dtype())
-    return pa.Table.from_pandas(df[list(TURN_COLUMNS)], schema=TURN_SCHEMA, preserve_index=False)
+    return pa.Table.from_pandas(conform(df, TURN_SCHEMA), schema=TURN_SCHEMA,
+                                preserve_index=False)
 
 
-def steps_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def steps_table(frames: list[pd.DataFrame]) -> pa.Table:
     """A row per call-feature step (DTMF, MESSAGE, hold, transfer): when, how long, ok."""
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        {c: pd.Series(dtype=t) for c, t in zip(
-            STEP_COLUMNS, ("int64", "int32", "int64", "str", "float64", "float64", "bool"),
-            strict=True)})
-    return df[list(STEP_COLUMNS)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return pa.Table.from_pandas(conform(df, STEP_SCHEMA), schema=STEP_SCHEMA,
+                                preserve_index=False)
 
 
 def timeseries(calls: pd.DataFrame, sim_s: float, channels: int) -> pd.DataFrame:
@@ -237,7 +240,9 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_tables(out_dir: Path, calls: pa.Table, turns: pa.Table, ts: pd.DataFrame) -> None:
+def write_tables(out_dir: Path, calls: pa.Table, turns: pa.Table, steps: pa.Table,
+                 ts: pd.DataFrame) -> None:
     pq.write_table(calls, out_dir / "calls.parquet")
     pq.write_table(turns, out_dir / "turns.parquet")
+    pq.write_table(steps, out_dir / "steps.parquet")
     ts.to_parquet(out_dir / "timeseries.parquet", index=False)

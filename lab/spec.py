@@ -28,15 +28,7 @@ from pydantic import (
 )
 
 from lab.dists import Dist, DistError
-
-
-class SpecError(ValueError):
-    """Bad input: ``str(err)`` is the one line the CLI prints (``key.path: problem``)."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path}: {problem}" if path else problem)
+from lab.errors import SpecError as SpecError  # re-exported: the spec's error
 
 
 def _to_dist(value: Any, info: ValidationInfo) -> Dist:

@@ -64,11 +64,17 @@ import importlib.util
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from lab.backend import BackendUnavailable, Journal, Progress, Replication
+from lab.errors import SpecError
 from lab.plan import CallPlan, Talk, Transfer, Turn
+from lab.records import CALL_SCHEMA, STEP_SCHEMA, TURN_SCHEMA
+from lab.results import conform, timeseries
 from lab.spec import Agent as AgentSpec
 from lab.spec import Experiment, Media
 from loadgen.sipp import sipp_binary
@@ -97,8 +103,73 @@ RECORD_KEYS = ("call_id", "scenario", "source_ip", "start_s", "outcome", "final_
 MEDIA_KEYS = ("mos", "rtp_loss", "rtp_jitter_ms", "rtt_ms", "mouth_to_ear_ms", "burst_r")
 
 
-class RealUnavailable(RuntimeError):
+class RealUnavailable(BackendUnavailable):
     """A component of the real stack is missing; the message says how to install it."""
+
+
+class RealBackend:
+    """The real stack on loopback: Kamailio, the agents, the RTP relay and pjsua2 callers.
+
+    Replications run one after another (each owns ports and runs in wall-clock time).
+    """
+
+    name = "real"
+    parallel = False
+
+    def check(self, exp: Experiment, plans: Sequence[Sequence[CallPlan]], *,
+              force: bool = False) -> None:
+        """The run caps (``real.max_calls``, ``real.max_duration_s``; ``--force`` lifts
+        them) and the components: Kamailio, SIPp, pjsua2 (and the voice agent's)."""
+        if not force:
+            n = max((len(p) for p in plans), default=0)
+            if n > exp.real.max_calls:
+                raise SpecError("real.max_calls", f"the plan has {n} calls, over the cap of "
+                                f"{exp.real.max_calls} (raise it or pass --force)")
+            if exp.duration_s > exp.real.max_duration_s:
+                raise SpecError("real.max_duration_s", f"duration_s {exp.duration_s:g} is "
+                                f"over the cap of {exp.real.max_duration_s:g} s (raise it "
+                                "or pass --force)")
+        check_available()
+        if agent_kind(exp) == "voice" and (missing := voice_agent_available()) is not None:
+            raise RealUnavailable(missing)
+
+    def run(self, exp: Experiment, replication: int, plan: Sequence[CallPlan], *,
+            progress: Progress | None = None, journal: Journal | None = None) -> Replication:
+        """Place the plan's calls on the local system under test, in real time.
+
+        Each call's record reaches the journal as soon as it ends (a crash keeps it).
+        Turns and feature steps come back from :func:`run_calls` with the run's facts.
+        """
+        import tempfile
+
+        records: list[dict[str, Any]] = []
+
+        def keep(record: dict[str, Any]) -> None:
+            record = {**record, "replication": replication}
+            records.append(record)
+            if journal is not None:
+                journal("calls", record)
+
+        def fraction_done(frac: float) -> None:
+            if progress is not None:
+                progress(frac * exp.duration_s)
+
+        wall0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="siplab-real-") as work:
+            facts = dict(run_calls(exp, list(plan), Path(work), keep, fraction_done) or {})
+        facts["wall_s"] = time.perf_counter() - wall0
+        calls = conform(pd.DataFrame(records), CALL_SCHEMA)
+        calls = calls.sort_values("call_id", kind="stable").reset_index(drop=True)
+        turns = pd.DataFrame(facts.pop("turns", None) or [])
+        if len(turns):
+            turns = turns.sort_values(["call_id", "turn"], kind="stable")
+        steps = pd.DataFrame(facts.pop("steps", None) or [])
+        sim_s = float(calls["end_s"].max()) if len(calls) else 0.0
+        facts.update(sim_s=sim_s, events=0)
+        return Replication(
+            calls=calls, turns=conform(turns.assign(replication=replication), TURN_SCHEMA),
+            steps=conform(steps.assign(replication=replication), STEP_SCHEMA),
+            timeseries=timeseries(calls, sim_s, exp.deployment.trunk.channels), facts=facts)
 
 
 def check_available() -> None:

@@ -9,7 +9,7 @@ the twin does to modelled ones, per direction, with seeded randomness:
   standard normal, independent per packet (so packets may overtake each other),
   exactly the twin's model;
 - **loss**: Bernoulli ``network.loss``, or a Gilbert–Elliott chain
-  (``network.burst``, :class:`twin.media.LossModel`) stepped once per RTP packet,
+  (``network.burst``, :class:`lab.loss.LossModel`) stepped once per RTP packet,
   started in its stationary law. RTCP (RFC 3550 section 6) is delayed like RTP but
   never dropped, so round-trip time stays measurable.
 
@@ -52,9 +52,9 @@ from typing import Any
 
 import numpy as np
 
+from lab.loss import LossModel
 from lab.spec import Network
 from real.process import ChildProcess
-from twin.media import LossModel
 
 HOST = "127.0.0.1"
 BATCH = 512

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lab.codecs import codec as find_codec
 from lab.emodel import emodel
 from lab.spec import Media
-from twin.media import CODECS
 
 
 def quality(stats: dict[str, Any] | None, media: Media) -> dict[str, float]:
@@ -59,7 +59,7 @@ def quality(stats: dict[str, Any] | None, media: Media) -> dict[str, float]:
         burst = max(1.0, float(period) / (media.ptime_ms * 1000.0)) * (1.0 - loss)
         burst = max(burst, 1e-6)
     rtt_ms = float(stats["rtt_us"]) / 1000.0 if stats.get("rtt_us") else nan
-    codec = CODECS[media.codec.upper()]
+    codec = find_codec(media.codec)
     one_way = rtt_ms / 2.0 if not math.isnan(rtt_ms) else float(stats.get("one_way_ms") or 0.0)
     delay = (one_way
              + float(stats.get("jb_delay_ms") or 0.0) + media.ptime_ms + codec.lookahead_ms)

@@ -1,27 +1,54 @@
-"""The twin backend: one replication of an experiment in simulated time."""
+"""The twin backend: one replication of an experiment in simulated time.
+
+It implements :class:`lab.backend.Backend` and is registered as ``twin`` in the
+``siplab.backends`` entry-point group.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
 
 import pandas as pd
 
+from lab.backend import Journal, Progress, Replication
+from lab.errors import SpecError
 from lab.plan import CallPlan
-from lab.results import timeseries
+from lab.records import CALL_SCHEMA, STEP_SCHEMA, TURN_SCHEMA
+from lab.results import conform, timeseries
 from lab.spec import Experiment
 from twin.ai import turns_frame
+from twin.media import MediaPath
 from twin.model import Twin
 
 
-def run_replication(exp: Experiment, replication: int, plan: list[CallPlan],
-                    progress: Callable[[float], None] | None = None) -> dict[str, Any]:
-    """Simulate one replication; return its call table, time series and run facts.
+class TwinBackend:
+    """The SimPy digital twin: any scale, simulated time, replications in parallel."""
 
-    Ctrl-C stops the simulation; the calls finished so far are returned with
-    ``interrupted`` set, so the caller can keep them.
-    """
+    name = "twin"
+    parallel = True
+
+    def check(self, exp: Experiment, plans: Sequence[Sequence[CallPlan]], *,
+              force: bool = False) -> None:
+        """Refuse a media path the twin cannot rate (ptime not a multiple of the frame)."""
+        try:
+            MediaPath(exp.deployment.media, exp.deployment.network)
+        except ValueError as exc:
+            raise SpecError("deployment.media.ptime_ms", str(exc).split(": ", 1)[-1]) from exc
+
+    def run(self, exp: Experiment, replication: int, plan: Sequence[CallPlan], *,
+            progress: Progress | None = None, journal: Journal | None = None) -> Replication:
+        """Simulate one replication.
+
+        Ctrl-C stops the simulation; the calls finished so far are returned with
+        ``interrupted`` set, so the runner can keep them.
+        """
+        return run_replication(exp, replication, plan, progress)
+
+
+def run_replication(exp: Experiment, replication: int, plan: Sequence[CallPlan],
+                    progress: Progress | None = None) -> Replication:
+    """Simulate one replication of ``exp`` with the calls of ``plan``."""
     twin = Twin(exp, replication)
     wall0 = time.perf_counter()
     interrupted = False
@@ -31,18 +58,16 @@ def run_replication(exp: Experiment, replication: int, plan: list[CallPlan],
         interrupted = True
     wall = time.perf_counter() - wall0
     calls = pd.DataFrame(twin.log.cols).sort_values("call_id", kind="stable")
-    calls = calls.reset_index(drop=True)
+    calls = conform(calls.assign(replication=replication), CALL_SCHEMA)
     sim_s = float(twin.env.now)
     ts = timeseries(calls, sim_s, exp.deployment.trunk.channels)
     ts["proxy_utilization"] = twin.proxy_busy.array(len(ts)) / exp.deployment.proxy.workers
-    return {
-        "calls": calls,
-        "turns": turns_frame(twin.agent.rows),
-        "ai": twin.agent.usage(),
-        "steps": pd.DataFrame(twin.features.cols),
-        "timeseries": ts,
-        "run": {"wall_s": wall, "sim_s": sim_s,
-                "events": next(twin.env._eid),  # events scheduled (SimPy's event counter)
-                "proxy_messages": twin.proxy.messages},
-        "interrupted": interrupted,
-    }
+    turns = turns_frame(twin.agent.rows).assign(replication=replication)
+    steps = pd.DataFrame(twin.features.cols).assign(replication=replication)
+    return Replication(
+        calls=calls, turns=conform(turns, TURN_SCHEMA), steps=conform(steps, STEP_SCHEMA),
+        timeseries=ts, usage=twin.agent.usage(),
+        facts={"wall_s": wall, "sim_s": sim_s,
+               "events": next(twin.env._eid),  # events scheduled (SimPy's event counter)
+               "proxy_messages": twin.proxy.messages},
+        interrupted=interrupted)

@@ -24,13 +24,8 @@ Models used here (one set, used by both paths below):
   standard normal, independent per packet — the same model as the SIP messages in
   :mod:`twin.network`. Independent jitter lets packets overtake each other.
 - **Loss**: independent (Bernoulli ``network.loss``), or bursty with a
-  **Gilbert–Elliott** chain (Gilbert 1960, Elliott 1963): a Good and a Bad state,
-  per packet ``p_gb`` = P(Good → Bad), ``p_bg`` = P(Bad → Good), loss probability
-  ``loss_good``/``loss_bad`` in each. Stationary loss
-  ``π_B·loss_bad + π_G·loss_good`` with ``π_B = p_gb/(p_gb + p_bg)``; for the plain
-  Gilbert model (0 and 1) the mean burst is ``1/p_bg`` and ``BurstR = 1/(p_gb + p_bg)``.
-  ``network.burst: {mean_burst_packets: L}`` is the planner's form: the Gilbert model
-  with ``p_bg = 1/L`` and the mean loss ``network.loss``.
+  **Gilbert–Elliott** chain (:mod:`lab.loss`, the model the real backend's impairment
+  relay drops packets with too).
 - **Fixed jitter buffer**: every packet is played ``jitter_buffer_ms`` after the
   first received packet's delay: packet i is late when ``d_i > d_first + B``.
 - **Adaptive jitter buffer**: Ramjee, Kurose, Towsley & Schulzrinne (INFOCOM 1994),
@@ -76,7 +71,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal
@@ -86,19 +80,17 @@ from numpy.typing import NDArray
 from scipy.signal import lfilter
 from scipy.special import ndtr
 
+from lab.codecs import Codec
+from lab.codecs import codec as _codec
 from lab.emodel import emodel
+from lab.loss import LossModel, burst_ratio, gilbert_elliott
 from lab.spec import Media, Network
 
 __all__ = [
     "ADAPT_INTERVAL_S",
-    "CODECS",
     "RAMJEE_ALPHA",
-    "Codec",
-    "LossModel",
     "MediaPath",
     "bandwidth_kbps",
-    "burst_ratio",
-    "gilbert_elliott",
     "link_calls",
     "relay_capacity",
 ]
@@ -111,67 +103,6 @@ Layer = Literal["payload", "rtp", "ip", "ethernet", "wire"]
 _HEADER_BYTES: Mapping[str, int] = MappingProxyType(
     {"payload": 0, "rtp": 12, "ip": 12 + 8 + 20, "ethernet": 40 + 18, "wire": 58 + 20}
 )
-
-
-@dataclass(frozen=True)
-class Codec:
-    """A voice codec as the media layer needs it.
-
-    Attributes
-    ----------
-    name : str
-        Canonical name (``G711U``, ``G711A``, ``G722``, ``G729A``, ``OPUS``).
-    sample_rate_hz : int
-        Audio sample rate (G.722 is 16 kHz although its RTP clock is 8 kHz, RFC 3551).
-    bitrate_kbps : float
-        Payload bit rate; Opus is variable, this is the nominal rate used here.
-    frame_ms : float
-        Granularity: ``ptime_ms`` must be a multiple of it.
-    lookahead_ms : float
-        Algorithmic delay beyond one frame (look-ahead, filter delay).
-    emodel_name : str or None
-        Name for :func:`lab.emodel.emodel`; None for wideband codecs (no G.107 rating).
-    """
-
-    name: str
-    sample_rate_hz: int
-    bitrate_kbps: float
-    frame_ms: float
-    lookahead_ms: float
-    emodel_name: str | None
-
-    @property
-    def wideband(self) -> bool:
-        return self.emodel_name is None
-
-
-_G711U = Codec("G711U", 8000, 64.0, 0.125, 0.0, "G711")  # G.711: sample by sample
-_G711A = Codec("G711A", 8000, 64.0, 0.125, 0.0, "G711")
-# G.722: 64 kbit/s SB-ADPCM; delay of its 24-tap transmit + receive QMFs at 16 kHz,
-# 2 × 11.5 samples = 1.4375 ms (derived from the filter length, G.722 clause 1.2).
-_G722 = Codec("G722", 16000, 64.0, 0.125, 1.4375, None)
-# G.729A: 8 kbit/s CS-ACELP, 10 ms frames, 5 ms look-ahead (G.729 clause 1).
-_G729A = Codec("G729A", 8000, 8.0, 10.0, 5.0, "G729A")
-# Opus (RFC 6716): 48 kHz internally; default 20 ms frames with 26.5 ms algorithmic
-# delay = frame + 6.5 ms look-ahead; 20 kbit/s is the top of RFC 7587's range for
-# wideband speech (3.1.1).
-_OPUS = Codec("OPUS", 48000, 20.0, 2.5, 6.5, None)
-
-#: Codecs by the names the spec and SDP use.
-CODECS: Mapping[str, Codec] = MappingProxyType({
-    "G711": _G711U, "G711U": _G711U, "PCMU": _G711U, "G711A": _G711A, "PCMA": _G711A,
-    "G722": _G722, "G729A": _G729A, "G729": _G729A, "OPUS": _OPUS,
-})
-
-
-def _codec(codec: str | Codec) -> Codec:
-    if isinstance(codec, Codec):
-        return codec
-    try:
-        return CODECS[codec.upper()]
-    except KeyError:
-        raise ValueError(f"codec: unknown codec {codec!r}, expected one of "
-                         f"{sorted(CODECS)}") from None
 
 
 # ---------------------------------------------------------------------------- bandwidth
@@ -250,97 +181,6 @@ def relay_capacity(cores: int, call_cost_pct: float, *, transcode_cost_pct: floa
     if cores <= 0 or cost <= 0 or not 0 < max_utilization <= 1:
         raise ValueError("relay: cores and call cost must be > 0, max_utilization in (0, 1]")
     return math.floor(cores * 100.0 * max_utilization / cost + 1e-9)
-
-
-# ---------------------------------------------------------------------------- loss
-@dataclass(frozen=True)
-class LossModel:
-    """A Gilbert–Elliott chain; independent loss ``p`` is ``LossModel(0, 1, p, p)``."""
-
-    p_gb: float
-    p_bg: float
-    loss_good: float
-    loss_bad: float
-
-    @classmethod
-    def from_network(cls, net: Network) -> LossModel:
-        b = net.burst
-        if b is None:
-            return cls(0.0, 1.0, net.loss, net.loss)
-        if b.mean_burst_packets is not None:
-            p_bg = 1.0 / b.mean_burst_packets
-            return cls(net.loss / (1.0 - net.loss) * p_bg, p_bg, 0.0, 1.0)
-        assert b.p_gb is not None and b.p_bg is not None  # the spec guarantees one form
-        return cls(b.p_gb, b.p_bg, b.loss_good, b.loss_bad)
-
-    @property
-    def pi_bad(self) -> float:
-        total = self.p_gb + self.p_bg
-        return self.p_gb / total if total > 0 else 0.0
-
-    def stats(self, extra: float = 0.0) -> tuple[float, float]:
-        """Stationary loss and burst ratio, with independent ``extra`` loss on top.
-
-        A burst starts at a loss after a non-loss: mean burst = P(loss)/P(start), and
-        BurstR = mean burst · (1 − P(loss)).
-        """
-        e_g = 1.0 - (1.0 - self.loss_good) * (1.0 - extra)
-        e_b = 1.0 - (1.0 - self.loss_bad) * (1.0 - extra)
-        pi_b = self.pi_bad
-        pi_g = 1.0 - pi_b
-        p_loss = pi_g * e_g + pi_b * e_b
-        next_g = (1.0 - self.p_gb) * e_g + self.p_gb * e_b  # P(loss next | Good now)
-        next_b = self.p_bg * e_g + (1.0 - self.p_bg) * e_b
-        p_start = pi_g * (1.0 - e_g) * next_g + pi_b * (1.0 - e_b) * next_b
-        if p_start <= 1e-15 or p_loss >= 1.0:
-            return p_loss, 1.0
-        return p_loss, p_loss / p_start * (1.0 - p_loss)
-
-
-def gilbert_elliott(n: int, p_gb: float, p_bg: float, loss_good: float, loss_bad: float,
-                    rng: np.random.Generator) -> NDArray[np.bool_]:
-    """``n`` packets' loss flags from a Gilbert–Elliott chain started in its stationary law.
-
-    The chain is built from alternating state sojourns (geometric lengths), so it is
-    vectorised; independent loss (``loss_good == loss_bad``) skips the chain.
-    """
-    if loss_good == loss_bad:
-        return rng.random(n) < loss_good
-    total = p_gb + p_bg
-    bad = bool(rng.random() < (p_gb / total if total > 0 else 0.0))
-    lengths: list[NDArray[np.int64]] = []
-    covered = 0
-    while covered < n:
-        pairs = max(8, int(n * (p_gb * p_bg) / max(total, 1e-12)) + 8)
-        stay_first = _sojourns(p_bg if bad else p_gb, pairs, n, rng)
-        stay_other = _sojourns(p_gb if bad else p_bg, pairs, n, rng)
-        chunk = np.column_stack([stay_first, stay_other]).ravel()
-        lengths.append(chunk)
-        covered += int(chunk.sum())
-    runs = np.concatenate(lengths)
-    flags = np.resize(np.array([bad, not bad]), runs.size)
-    state_bad = np.repeat(flags, runs)[:n]
-    return rng.random(n) < np.where(state_bad, loss_bad, loss_good)
-
-
-def _sojourns(p_leave: float, size: int, n: int, rng: np.random.Generator
-              ) -> NDArray[np.int64]:
-    if p_leave <= 0.0:
-        return np.full(size, n, dtype=np.int64)
-    return np.minimum(rng.geometric(p_leave, size), n).astype(np.int64)
-
-
-def burst_ratio(lost: NDArray[np.bool_]) -> float:
-    """Measured BurstR (G.113 Appendix I): mean loss-run length × (1 − loss fraction).
-
-    1.0 when nothing (or everything) is lost.
-    """
-    lost = np.asarray(lost, dtype=bool)
-    k = int(lost.sum())
-    if k == 0 or k == lost.size:
-        return 1.0
-    starts = int(lost[0]) + int(np.count_nonzero(lost[1:] & ~lost[:-1]))
-    return k / starts * (1.0 - k / lost.size)
 
 
 # ---------------------------------------------------------------------------- quality

@@ -19,7 +19,7 @@ def run(**ai) -> dict:
 
 def test_rate_limit_caps_admitted_requests_per_minute() -> None:
     res = run(llm={"rate_limit_rpm": 30}, max_retries=8, retry_base_ms=500)
-    turns = res["turns"]
+    turns = res.turns
     # ~0.5 cps × 4 turns = 120 LLM requests a minute against a cap of 30: most retry
     assert turns.retries.mean() > 1 and turns.failed.any()
     served = turns[~turns.failed]
@@ -37,14 +37,14 @@ def test_rate_limit_caps_admitted_requests_per_minute() -> None:
 
 def test_no_retries_means_failed_turns_get_the_fallback() -> None:
     res = run(llm={"rate_limit_rpm": 10}, max_retries=0)
-    turns = res["turns"]
+    turns = res.turns
     failed = turns[turns.failed]
     assert len(failed) > len(turns) / 2
     assert (failed.llm_ms == 0).all() and (failed.retries == 0).all()
 
 
 def test_unlimited_providers_never_retry() -> None:
-    turns = run()["turns"]
+    turns = run().turns
     assert (turns.retries == 0).all() and not turns.failed.any()
 
 
@@ -59,8 +59,8 @@ def test_barge_in_cuts_the_reply_short() -> None:
     assert all(isinstance(s, Turn) and s.barge_in_s == 1.5 for p in plan for s in p.steps)
     full = run_replication(exp_full, 0, make_plan(exp_full))
     cut = run_replication(exp_cut, 0, plan)
-    assert cut["turns"].barge_in.all() and not full["turns"].barge_in.any()
+    assert cut.turns.barge_in.all() and not full.turns.barge_in.any()
     # each of the 3 turns is 6 − 1.5 = 4.5 s shorter
-    shorter = full["calls"].duration_s - cut["calls"].duration_s
-    answered = full["calls"].outcome.eq("answered") & cut["calls"].outcome.eq("answered")
+    shorter = full.calls.duration_s - cut.calls.duration_s
+    answered = full.calls.outcome.eq("answered") & cut.calls.outcome.eq("answered")
     assert shorter[answered].to_numpy() == pytest.approx(4.5 * 3)

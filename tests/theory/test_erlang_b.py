@@ -37,7 +37,7 @@ def blocking_ci(channels: int, erlangs: float, hold: dict | float, warmup_s: flo
     )
     per_rep = []
     for rep in range(REPLICATIONS):
-        calls = run_replication(exp, rep, make_plan(exp, rep))["calls"]
+        calls = run_replication(exp, rep, make_plan(exp, rep)).calls
         counted = calls[calls.start_s >= warmup_s]
         per_rep.append(float((counted.outcome == "blocked").mean()))
     res = mean_ci95(per_rep)
@@ -74,7 +74,7 @@ def test_littles_law_on_active_calls(twin_run) -> None:
                    scenarios={"talk": {"hold_s": {"dist": "exponential", "mean": 15}}},
                    deployment={"trunk": {"channels": 8}, "network": {"delay_ms": 30},
                                "proxy": {"service_ms": 1.0}})
-    calls, ts = res["calls"], res["timeseries"]
+    calls, ts = res.calls, res.timeseries
     held = calls.dropna(subset=["admit_s"])
     horizon = len(ts)
     lam = len(held) / horizon

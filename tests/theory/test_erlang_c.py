@@ -36,11 +36,11 @@ def llm_queue(agents: int, erlangs: float, service_ms: float, duration_s: float)
     out = []
     for rep in range(REPLICATIONS):
         res = run_replication(exp, rep, make_plan(exp, rep))
-        turns = res["turns"]
+        turns = res.turns
         turns = turns[turns.start_s >= 100]
         out.append({"p_wait": float((turns.llm_wait_ms > 0).mean()),
                     "wait_s": float(turns.llm_wait_ms.mean() / 1000),
-                    "horizon_s": res["run"]["sim_s"], "ai": res["ai"], "turns": turns})
+                    "horizon_s": res.facts["sim_s"], "ai": res.usage, "turns": turns})
     return out
 
 

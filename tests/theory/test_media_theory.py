@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from lab.loss import LossModel, burst_ratio, gilbert_elliott
 from lab.spec import Media, Network
-from twin.media import LossModel, MediaPath, burst_ratio, gilbert_elliott
+from twin.media import MediaPath
 
 
 def _runs(lost: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ def test_reliable_transport_never_retransmits() -> None:
 
 def calls_of(twin_run, **deployment):
     return twin_run(duration_s=60, load={"arrivals": {"kind": "poisson", "rate_cps": 0.5}},
-                    scenarios={"talk": {"hold_s": 5}}, deployment=deployment)["calls"]
+                    scenarios={"talk": {"hold_s": 5}}, deployment=deployment).calls
 
 
 def test_all_lost_every_call_ends_408_after_32s_with_7_invites(twin_run) -> None:
@@ -77,8 +77,8 @@ def test_proxy_overload_answers_503(twin_run) -> None:
                    scenarios={"talk": {"hold_s": 1}},
                    deployment={"proxy": {"workers": 1, "service_ms": 5.0, "queue_limit": 50},
                                "trunk": {"channels": 10000}})
-    calls = res["calls"]
+    calls = res.calls
     refused = calls[calls.rejected_by == "proxy"]
     assert len(refused) > 0
     assert (refused.final_code == 503).all() and (refused.outcome == "rejected").all()
-    assert res["timeseries"].proxy_utilization.max() == pytest.approx(1.0, abs=0.01)
+    assert res.timeseries.proxy_utilization.max() == pytest.approx(1.0, abs=0.01)

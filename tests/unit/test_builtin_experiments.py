@@ -17,7 +17,7 @@ EXPERIMENTS = sorted((Path(__file__).parents[2] / "lab" / "experiments").glob("*
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_builtin_experiment_validates_and_plans(path: Path) -> None:
     exp = load_experiment(path)
-    plans = prepare(exp, "twin", path.parent, force=False)
+    _, plans = prepare(exp, "twin", path.parent, force=False)
     assert len(plans) == exp.replications and all(len(p) > 0 for p in plans)
 
 

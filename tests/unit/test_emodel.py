@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lab.emodel import CODECS, TABLE3_DEFAULTS, emodel, impairments, mos_from_r, r_factor
+from lab.codecs import CODECS
+from lab.emodel import TABLE3_DEFAULTS, emodel, impairments, mos_from_r, r_factor
 
 R_DEFAULT = 93.20620772327571  # G.107 Table 3 defaults (ITU reference value 93.2)
 
@@ -226,6 +227,6 @@ def test_bad_input_is_rejected(kwargs: dict[str, object], match: str) -> None:
 
 
 def test_codec_table_rows() -> None:
-    assert CODECS["G711"]["Ie"] == 0 and CODECS["G711"]["Bpl"] == 25.1
-    assert CODECS["G711"]["Bpl_no_plc"] == 4.3
-    assert CODECS["G729A"]["Ie"] == 11 and CODECS["G729A"]["Bpl"] == 19.0
+    assert CODECS["G711"].ie == 0 and CODECS["G711"].bpl == 25.1
+    assert CODECS["G711"].bpl_no_plc == 4.3
+    assert CODECS["G729A"].ie == 11 and CODECS["G729A"].bpl == 19.0

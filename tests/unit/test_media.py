@@ -8,17 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from lab.codecs import CODECS
 from lab.emodel import emodel
+from lab.loss import LossModel, burst_ratio
 from lab.spec import Media, Network, SpecError, validate
-from twin.media import (
-    CODECS,
-    LossModel,
-    MediaPath,
-    bandwidth_kbps,
-    burst_ratio,
-    link_calls,
-    relay_capacity,
-)
+from twin.media import MediaPath, bandwidth_kbps, link_calls, relay_capacity
 
 # --- bandwidth ---------------------------------------------------------------------
 
