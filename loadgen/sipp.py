@@ -24,7 +24,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from real.process import ChildProcess
+from lab.proc.child import ChildProcess
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
@@ -97,7 +97,7 @@ class SippProcess:
         return argv + self.extra_args
 
     def start(self) -> None:
-        """Start SIPp in its own process group (see :mod:`real.process`)."""
+        """Start SIPp in its own process group (see :mod:`lab.proc.child`)."""
         self.proc = ChildProcess(self.argv(), self.log_path, cwd=self.workdir)
 
     @property

@@ -1,4 +1,4 @@
-"""The pjsua2 UAC worker counts INVITE transmissions from the wire (RFC 3261 Timer A)."""
+"""The pjsua2 caller process counts INVITE transmissions from the wire (RFC 3261 Timer A)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from real.uac import UacPool
+from loadgen.callers.pool import UacPool
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("real_stack"), pytest.mark.timeout(60)]
 
