@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lab.spec import Deployment  # noqa: E402
-from real.agent_pool import CALLS_PER_AGENT, AgentPool, voice_agent_available  # noqa: E402
+from real.agent import CALLS_PER_AGENT, VoiceAgentPool, voice_agent_available  # noqa: E402
 
 TURN = ["turn", 2000, 1500]
 TTFT_MS = 200
@@ -40,7 +40,7 @@ def run_level(n: int, turns: int, workdir: Path) -> dict[str, float]:
                                             "llm": {"ttft_ms": TTFT_MS, "tokens": 0}}})
     agents = math.ceil(n / CALLS_PER_AGENT)
     budget_s = 10.0 + turns * 8.0
-    pool = AgentPool(dep, workdir, processes=agents, seed=n,
+    pool = VoiceAgentPool(dep, workdir, processes=agents, seed=n,
                      deadline=time.monotonic() + budget_s + 30)
     procs = []
     try:

@@ -1,7 +1,9 @@
 """A minimal pjsua2 test caller for the voice agent (tests and ``bench/bench_agent.py``).
 
-Run as ``python -m real.agent_probe --script FILE --out FILE``. It is not the real
-backend's caller (:mod:`real.uac_worker`): it exists to measure the agent from the
+Run as ``python -m real.agent_probe --script FILE --out FILE``. It stays in ``real``
+next to the agent it tests (it encodes the agent's ``X-Siplab-Plan`` itself and
+hears through the agent's own frame ports). It is not the real
+backend's caller (:mod:`loadgen.callers.worker`): it exists to measure the agent from the
 outside. Each call dials with an ``X-Siplab-Plan`` header, then walks its steps:
 
 - ``["turn", caller_ms, agent_ms]`` -- speaks ``caller_ms`` of eSpeak speech through an
@@ -35,10 +37,11 @@ from typing import Any
 import numpy as np
 import pjsua2 as pj
 
+from lab.proc.endpoint import account_config, new_config, start_loopback
+from lab.proc.worker import hard_exit
+from lab.speech import caller_speech
 from real import plan_header
-from real.endpoint import account_config, new_config, start_loopback
 from real.media_ports import Playout, RxPort, TxPort
-from real.tts import caller_speech
 
 ONSET_LEVEL = 300.0  # mean |sample| of a 20 ms frame that counts as the agent speaking
 REPLY_GAP_S = 0.3
@@ -256,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--run", default="", help="the run's directory (identifies the process)")
     args = ap.parse_args(argv)
-    os.dup2(2, 1)
+    os.dup2(2, 1)  # pjlib prints on stdout; this process speaks no protocol
     Probe(json.loads(args.script.read_text())).run(args.out)
-    os._exit(0)
+    hard_exit(0)
 
 
 if __name__ == "__main__":

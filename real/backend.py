@@ -3,58 +3,57 @@
 ``siplab run --backend real`` hands each :class:`lab.plan.CallPlan` to
 :func:`run_calls`, which builds the local system under test on 127.0.0.1 only::
 
-    pjsua2 UAC workers ──INVITE──► Kamailio (tm, rr, dialog) ──► agent: SIPp UAS, or the
-       (callers)        ◄─18x/200─  trunk channels + cps_limit      voice-agent pool
-           │                        user "human" ──────────────► SIPp UAS (transfer target)
-           └──── RTP/RTCP ───► impairment relay ◄──── RTP/RTCP ───┘
+    pjsua2 callers ──INVITE──► Kamailio (tm, rr, dialog) ──► agent: SIPp UAS, or the
+    (loadgen.callers) ◄─18x/200─ trunk channels + cps_limit     voice-agent pool
+           │                      user "human" ──────────────► SIPp UAS (transfer target)
+           └──── RTP/RTCP ───► impairment emulator ◄──── RTP/RTCP ───┘
+
+Modules are named after the twin's layers: :mod:`real.proxy` (Kamailio),
+:mod:`real.trunk` (its admission control), :mod:`real.agent` (SIPp, the voice-agent
+pool), :mod:`real.ai` (the agent's turn pipeline), :mod:`real.features` (the agent's
+DTMF, MESSAGE, hold, transfer), :mod:`real.network` (the impairment emulator),
+:mod:`real.media` (RTCP → MOS), :mod:`real.sip` (outcome and timing from the SIP
+trace); :mod:`real.system` starts the answering side.
 
 Process model, and why
 ----------------------
-- **Kamailio** (:mod:`real.kamailio`) is the SIP edge: a stateful, record-routing
-  proxy whose ``children`` are ``deployment.proxy.workers``; it enforces the trunk's
-  channel cap with dialog profiles (``503 Channels Exhausted``) and its call rate with
-  a counter per time window (``503 CPS Limit``).
+- **Kamailio** is the SIP edge: a stateful, record-routing proxy whose ``children``
+  are ``deployment.proxy.workers``; it enforces the trunk's channel cap
+  (``503 Channels Exhausted``) and its call rate (``503 CPS Limit``).
 - **The agent** (:func:`real.agent.agent_kind`) is either one **SIPp UAS**
-  (:class:`real.agent.Agent`: 100, 180, then 200 OK after ``deployment.agent.answer_ms``,
-  echoing the caller's RTP) for pure signalling load, or, when a scenario has AI turns
-  or feature steps, a **pool of voice agents** (:class:`real.agent_pool.AgentPool`,
-  :mod:`real.voice_agent`: VAD, STT, reply, TTS, DTMF prompts, MESSAGE, hold, REFER),
+  (:class:`real.agent.SippAgent`: 100, 180, then 200 OK after
+  ``deployment.agent.answer_ms``, echoing the caller's RTP) for pure signalling load,
+  or, when a scenario has AI turns or feature steps, a **pool of voice agents**
+  (:class:`real.agent.VoiceAgentPool`, :mod:`real.voice_agent`),
   ``ceil(peak concurrent calls / 4)`` processes behind Kamailio's dispatcher. Each
   caller's INVITE carries its plan (``X-Siplab-Plan``, :mod:`real.plan_header`) so the
   agent plays the planned reply and prompt lengths.
-- **The human** -- only when a call is transferred: a SIPp UAS that answers at once;
-  Kamailio routes request user ``human`` to it (the agent's REFER names
-  ``sip:human@<proxy>``), counting the new leg on the caller's trunk channel.
-- **The relay** (:mod:`real.relay`) carries every call's RTP and RTCP and applies
-  ``deployment.network`` (delay, jitter, loss) per direction.
-- **pjsua2 UAC workers** (:mod:`real.uac`, :mod:`real.uac_worker`) are the callers:
-  they speak planned utterances (:class:`real.uac.PromptBook`), hear and time the
-  replies, run the feature steps, and follow a transfer onto its new leg.
-  The pjsua2-python wheel is built with PJSUA_MAX_CALLS = 4 and its Endpoint is a
-  per-process singleton that must only be called from its own registered thread,
-  so each worker is a separate process with one Endpoint, at most 4 calls, and a
-  single-threaded event loop (``libHandleEvents`` between reads of its command
-  pipe). The pool has ``ceil(min(peak concurrent calls, real.max_concurrent) / 4)``
-  workers.
+- **The human** -- only when a call is transferred: a SIPp UAS that answers at once.
+- **The impairment emulator** (:class:`real.network.NetworkEmulator`) carries every
+  call's RTP and RTCP and applies ``deployment.network`` (delay, jitter, loss) per
+  direction.
+- **The callers** (:mod:`loadgen.callers`) are pjsua2 processes: they speak planned
+  utterances (:class:`loadgen.callers.jobs.PromptBook`), hear and time the replies,
+  run the feature steps, and follow a transfer onto its new leg. The pjsua2-python
+  wheel is built with PJSUA_MAX_CALLS = 4 and its Endpoint is a per-process
+  singleton that must only be called from its own registered thread, so each caller
+  process has one Endpoint, at most 4 calls, and a single-threaded event loop. The
+  pool has ``ceil(min(peak concurrent calls, real.max_concurrent) / 4)`` processes
+  (:func:`caller_processes`).
 - **This coordinator** (the calling process, one thread) starts each call at
   ``run_start + plan.start_s`` on ``time.monotonic()`` -- one clock shared by all
-  processes of the machine, so the workers' and agents' timestamps need no
-  translation -- and turns each worker report into a record for ``on_record`` the
-  moment the call ends, so a crash or Ctrl-C keeps every finished call. At the end
-  it joins the caller's turns to the agent's (:mod:`real.turns`).
+  processes of the machine, so the callers' and agents' timestamps need no
+  translation -- and turns each caller report into a record for ``on_record`` the
+  moment the call ends (:func:`make_record`), so a crash or Ctrl-C keeps every
+  finished call. At the end it joins the caller's turns to the agent's
+  (:func:`real.ai.turn_rows`).
 
 Every child runs in its own process group, is stopped in a ``finally`` (also on
 KeyboardInterrupt), and dies with the coordinator if that is killed (see
-:mod:`real.process`). Each also bounds itself: workers, agents and SIPp exit at the run's
-deadline (last planned start + longest call + a margin) on their own.
+:mod:`lab.proc.child`). Each also bounds itself: callers, agents and SIPp exit at the
+run's deadline (last planned start + longest call + a margin) on their own.
 
-Measured values (per call, from the SIP messages the worker sent and received):
-``setup_ms`` INVITE sent → 200 OK, ``pdd_ms`` INVITE → first 18x (post-dial delay),
-``invite_tx`` INVITE transmissions (RFC 3261 Timer A retransmissions included),
-``duration_s`` 200 OK → BYE sent, ``end_s`` BYE's 200 (or the failure response); a
-transferred call lasts until the BYE of its new leg.
-``final_code`` 0 means no final response: the call was never sent (no free UAC
-slot) or was abandoned at the run deadline.
+Importing this module loads no pjsua2: only the caller and agent processes do.
 """
 
 from __future__ import annotations
@@ -72,35 +71,32 @@ import pandas as pd
 
 from lab.backend import BackendUnavailable, Journal, Progress, Replication
 from lab.errors import SpecError
-from lab.plan import CallPlan, Talk, Transfer, Turn
+from lab.plan import CallPlan, Talk, Turn
 from lab.records import CALL_SCHEMA, STEP_SCHEMA, TURN_SCHEMA
 from lab.results import conform, timeseries
-from lab.spec import Agent as AgentSpec
 from lab.spec import Experiment, Media
+from loadgen.callers.jobs import PromptBook, job_steps
+from loadgen.callers.pool import CALLS_PER_WORKER, UacPool, UacWorker
 from loadgen.sipp import sipp_binary
 from real import plan_header
-from real.agent import Agent, agent_kind
-from real.agent_pool import AgentPool, voice_agent_available
-from real.agent_pool import pool_size as agent_pool_size
-from real.kamailio import Kamailio, kamailio_binary, kamailio_version, module_dir
-from real.ports import free_udp_port
-from real.relay import Relay
-from real.rtcp import quality
-from real.turns import turn_rows
-from real.uac import CALLS_PER_WORKER, PromptBook, UacPool, UacWorker, job_steps
+from real.agent import agent_kind, agent_processes, voice_agent_available
+from real.ai import turn_rows
+from real.media import media_fields
+from real.network import NetworkEmulator
+from real.proxy import kamailio_binary, kamailio_version, module_dir
+from real.sip import signalling, unplaced_record
+from real.system import SystemUnderTest
 
 log = logging.getLogger(__name__)
 
-SOURCE_IP = "127.0.0.1"
 MARGIN_S = 10.0  # beyond the last planned start + longest hold + answer delay
-SLOT_MARGIN_S = 0.5  # a UAC slot is held this long beyond answer + hold (setup, BYE)
+SLOT_MARGIN_S = 0.5  # a caller slot is held this long beyond answer + hold (setup, BYE)
 START_LEAD_S = 0.2  # the run clock starts this long after every process is ready
 REPLY_BOUND_S = 12.0  # per non-talk step: the longest a reply/prompt/transaction may add
 RECORD_KEYS = ("call_id", "scenario", "source_ip", "start_s", "outcome", "final_code",
                "rejected_by", "setup_ms", "pdd_ms", "invite_tx", "duration_s", "end_s",
                "turns", "mos", "rtp_loss", "rtp_jitter_ms", "rtt_ms", "mouth_to_ear_ms",
                "burst_r", "relay_loss_up", "relay_loss_down", "sip_call_id")
-MEDIA_KEYS = ("mos", "rtp_loss", "rtp_jitter_ms", "rtt_ms", "mouth_to_ear_ms", "burst_r")
 
 
 class RealUnavailable(BackendUnavailable):
@@ -108,7 +104,7 @@ class RealUnavailable(BackendUnavailable):
 
 
 class RealBackend:
-    """The real stack on loopback: Kamailio, the agents, the RTP relay and pjsua2 callers.
+    """The real stack on loopback: Kamailio, the agents, the impairment emulator, pjsua2 callers.
 
     Replications run one after another (each owns ports and runs in wall-clock time).
     """
@@ -198,9 +194,9 @@ def peak_concurrency(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def pool_size(plan: list[CallPlan], answer_s: float, max_concurrent: int,
-              busy_s: Callable[[CallPlan], float] | None = None) -> int:
-    """UAC worker processes needed: ``ceil(min(peak, max_concurrent) / 4)``, at least 1.
+def caller_processes(plan: list[CallPlan], answer_s: float, max_concurrent: int,
+                     busy_s: Callable[[CallPlan], float] | None = None) -> int:
+    """Caller processes needed: ``ceil(min(peak, max_concurrent) / 4)``, at least 1.
 
     A call holds its slot from its start for ``answer_s``, then ``busy_s(call)``
     (default: its planned talk time), then :data:`SLOT_MARGIN_S`.
@@ -231,181 +227,17 @@ def _peak(plan: list[CallPlan], answer_s: float, exp: Experiment) -> int:
                                  for p in plan]), exp.real.max_concurrent)
 
 
-def classify(final_code: int, reason: str, rejected_by: str | None, server: str
-             ) -> tuple[str, str | None]:
-    """``(outcome, rejected_by)`` of a call from its final response to the INVITE.
-
-    2xx is answered. The proxy marks its own trunk refusals (``X-Siplab-Rejected-By``
-    and the reason phrase): 503 Channels Exhausted is *blocked* (the trunk is full,
-    the Erlang-B event), 503 CPS Limit is *rejected*. Any other refusal generated by
-    the proxy itself (``Server: siplab-kamailio``) is *rejected* by ``proxy``;
-    timeouts (408) and everything else are *failed*.
-    """
-    if 200 <= final_code < 300:
-        return "answered", None
-    tag = rejected_by or {"channels exhausted": "trunk.channels",
-                          "cps limit": "trunk.cps_limit"}.get(reason.strip().lower())
-    if tag == "trunk.channels":
-        return "blocked", tag
-    if tag == "trunk.cps_limit":
-        return "rejected", tag
-    if "siplab-kamailio" in server and final_code not in (0, 408):
-        return "rejected", "proxy"
-    return "failed", None
-
-
 def make_record(plan: CallPlan, event: dict[str, Any], run_start: float,
-                media: Media | None = None, relay: dict[str, Any] | None = None
+                media: Media | None = None, counters: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
-    """The call record (CONTRACT.md, calls table) from a worker's ``done`` event.
-
-    With ``media`` (``deployment.media``) an answered call also gets its measured voice
-    quality (:func:`real.rtcp.quality`: ``mos``, ``rtp_loss``, ...); ``relay`` adds the
-    RTP relay's drop fraction per direction (``relay_loss_up``/``_down``).
+    """The call record (CONTRACT.md, calls table; keys :data:`RECORD_KEYS`) from a
+    caller's ``done`` event: outcome and timing (:func:`real.sip.signalling`), and with
+    ``media`` (``deployment.media``) an answered call's measured voice quality
+    (:func:`real.media.media_fields`); ``counters`` are the impairment emulator's for
+    the call (its drop fraction per direction, ``relay_loss_up``/``_down``).
     """
-    nan = float("nan")
-    code = int(event.get("final_code") or 0)
-    outcome, rejected_by = classify(code, str(event.get("reason") or ""),
-                                    event.get("rejected_by"), str(event.get("server") or ""))
-    if event.get("error"):
-        outcome, rejected_by, code = "failed", "real.uac_pool", 0
-    invite_t, t18x, final_t = event.get("invite_t"), event.get("t18x"), event.get("final_t")
-    bye_t, bye_ok_t, disc_t = event.get("bye_t"), event.get("bye_ok_t"), event.get("disc_t")
-    answered = outcome == "answered"
-    setup_ms = (final_t - invite_t) * 1e3 if answered and invite_t and final_t else nan
-    pdd_ms = (t18x - invite_t) * 1e3 if invite_t and t18x else nan
-    duration_s = 0.0
-    if answered and final_t:
-        duration_s = max(0.0, (bye_t or disc_t or final_t) - final_t)
-    end_t = (bye_ok_t or disc_t) if answered else (final_t or disc_t)
-    return {
-        "call_id": plan.call_id, "scenario": plan.scenario, "source_ip": SOURCE_IP,
-        "start_s": plan.start_s, "outcome": outcome, "final_code": code,
-        "rejected_by": rejected_by, "setup_ms": setup_ms, "pdd_ms": pdd_ms,
-        "invite_tx": int(event.get("invite_tx") or 0), "duration_s": duration_s,
-        "end_s": (end_t - run_start) if end_t else time.monotonic() - run_start,
-        "turns": plan.turns, **_media_fields(event, answered, media, relay),
-    }
-
-
-def _media_fields(event: dict[str, Any], answered: bool, media: Media | None,
-                  relay: dict[str, Any] | None) -> dict[str, Any]:
-    nan = float("nan")
-    out: dict[str, Any] = dict.fromkeys(MEDIA_KEYS, nan)
-    if answered and media is not None:
-        stats = dict(event.get("media") or {})
-        down = (relay or {}).get("down") or {}
-        if not stats.get("rtt_us") and down.get("tx"):
-            # no RTCP reports from the far end: the relay's own one-way delay stands in
-            stats["one_way_ms"] = float(down["delay_ms_total"]) / int(down["tx"])
-        q = quality(stats, media)
-        out.update({k: q[k] for k in MEDIA_KEYS})
-    for direction in ("up", "down"):
-        c = (relay or {}).get(direction) or {}
-        rx = int(c.get("rx") or 0) - int(c.get("unrouted") or 0)
-        out[f"relay_loss_{direction}"] = int(c.get("dropped") or 0) / rx if rx > 0 else nan
-    out["sip_call_id"] = event.get("sip_call_id") or None
-    return out
-
-
-def unplaced_record(plan: CallPlan, rejected_by: str | None, run_start: float
-                    ) -> dict[str, Any]:
-    """The record of a call that got no final response (no UAC slot, or the deadline)."""
-    nan = float("nan")
-    return {
-        "call_id": plan.call_id, "scenario": plan.scenario, "source_ip": SOURCE_IP,
-        "start_s": plan.start_s, "outcome": "failed", "final_code": 0,
-        "rejected_by": rejected_by, "setup_ms": nan, "pdd_ms": nan, "invite_tx": 0,
-        "duration_s": 0.0, "end_s": time.monotonic() - run_start, "turns": plan.turns,
-    }
-
-
-class _Sut:
-    """The processes that answer: Kamailio, the agent (SIPp or the voice-agent pool) and,
-    when a call is transferred, the human's SIPp UAS; ``started`` holds each to stop."""
-
-    def __init__(self, exp: Experiment, plan: list[CallPlan], workdir: Path,
-                 timeout_s: float, started: list[Any]) -> None:
-        self.exp, self.workdir, self.timeout_s, self.started = exp, workdir, timeout_s, started
-        self.kind = agent_kind(exp)
-        self.needs_human = any(isinstance(s, Transfer) for p in plan for s in p.steps)
-        self.proxy: Kamailio | None = None
-        self.sipp: Agent | None = None
-        self.pool: AgentPool | None = None
-        self.human: Agent | None = None
-
-    def _sipp(self, spec: AgentSpec, name: str, taken: set[int]) -> Agent:
-        """A SIPp UAS on free loopback ports that echoes the caller's RTP (and RTCP)."""
-        sip_port = free_udp_port(avoid=taken)
-        taken.add(sip_port)
-        control_port = free_udp_port(avoid=taken)
-        taken.add(control_port)
-        media_port = free_udp_port(avoid=taken | {control_port + 1})
-        taken |= {media_port, media_port + 1, media_port + 2, media_port + 3}
-        agent = Agent(spec, self.workdir, sip_port=sip_port, control_port=control_port,
-                      media_port=media_port, timeout_s=self.timeout_s, name=name)
-        # echo the caller's RTP (and its RTCP port + 2 twin) so every call has audio
-        # flowing back to the caller's ear, which pjsua2 then measures
-        agent.sipp.extra_args.append("-rtp_echo")
-        self.started.append(agent)
-        agent.start()
-        return agent
-
-    def start(self, agent_processes: int) -> Kamailio:
-        """Start the agent side, then the proxy in front of it (retrying on a port race)."""
-        last: Exception | None = None
-        if self.kind == "voice":
-            self.pool = AgentPool(self.exp.deployment, self.workdir, processes=agent_processes,
-                                  seed=self.exp.seed,
-                                  deadline=time.monotonic() + self.timeout_s)
-            self.started.append(self.pool)
-            self.pool.start()
-        base = list(self.started)
-        ports = list(self.pool.ports) if self.pool else []
-        for _ in range(3):
-            taken = set(ports)
-            self.sipp = self.human = None
-            try:
-                if self.pool is None:
-                    self.sipp = self._sipp(self.exp.deployment.agent, "agent", taken)
-                if self.needs_human:  # a person answers at once (the twin's target, too)
-                    self.human = self._sipp(AgentSpec(answer_ms=0.0), "human", taken)
-                sip_port = free_udp_port(self.exp.real.sip_port, avoid=taken)
-                proxy = Kamailio(self.exp.deployment, self.workdir, sip_port=sip_port,
-                                 agent_port=self.sipp.sip_port if self.sipp else ports[0],
-                                 agent_ports=ports or None,
-                                 human_port=self.human.sip_port if self.human else None)
-                self.started.append(proxy)
-                proxy.start()
-                self.proxy = proxy
-                return proxy
-            except RuntimeError as exc:
-                last = exc
-                for proc in reversed(self.started[len(base):]):
-                    proc.stop()
-                del self.started[len(base):]
-        raise RuntimeError(f"could not start the local SIP stack: {last}")
-
-    def agent_media(self) -> tuple[str, int] | None:
-        """Where the agent's RTP comes from, if known before the call (SIPp's media port);
-        a voice agent's is learnt by the relay from its first packet."""
-        return ("127.0.0.1", self.sipp.sipp.media_port) if self.sipp else None
-
-    def facts(self) -> dict[str, Any]:
-        """What the agent side did, once stopped."""
-        out: dict[str, Any] = {"agent_kind": self.kind}
-        if self.sipp is not None:
-            out["agent_stats"] = {k: v for k, v in self.sipp.stop().items()
-                                  if k.endswith("(C)") and v not in ("", "0")}
-        if self.pool is not None:
-            self.pool.stop()
-            out["agent_processes"] = self.pool.n
-            out["agent_records"] = {ev: len(self.pool.records(ev)) for ev in (
-                "call", "turn", "prompt", "message", "refer", "error")}
-        if self.human is not None:
-            out["human_stats"] = {k: v for k, v in self.human.stop().items()
-                                  if k.endswith("(C)") and v not in ("", "0")}
-        return out
+    record = signalling(plan, event, run_start)
+    return {**record, **media_fields(event, record["outcome"] == "answered", media, counters)}
 
 
 def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
@@ -417,8 +249,8 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     ----------
     exp
         The experiment: ``deployment`` configures proxy, trunk, agent, network (the
-        RTP relay) and media; ``real.sip_port`` is the preferred proxy port,
-        ``real.max_concurrent`` caps the UAC pool.
+        impairment emulator) and media; ``real.sip_port`` is the preferred proxy port,
+        ``real.max_concurrent`` caps the caller pool.
     plan
         The calls to place (``start_s`` relative to the run start).
     workdir
@@ -431,7 +263,7 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     Returns
     -------
     dict
-        Facts of the run: versions, ports, pool size, worker memory, wall time; and
+        Facts of the run: versions, ports, pool sizes, caller memory, wall time; and
         ``turns`` and ``steps``, lists of row dicts (turns.parquet / steps.parquet).
 
     Raises
@@ -447,40 +279,33 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     answer_s = exp.deployment.agent.answer_ms / 1000.0
     longest = max((_span_of(p) for p in plan), default=0.0)
     span_s = (plan[-1].start_s if plan else 0.0) + longest + answer_s + MARGIN_S
-    n_workers = pool_size(plan, answer_s, exp.real.max_concurrent, _busy_s(exp))
+    n_workers = caller_processes(plan, answer_s, exp.real.max_concurrent, _busy_s(exp))
     started: list[Any] = []
     facts: dict[str, Any] = {"backend": "real", "calls_planned": len(plan),
                              "uac_workers": n_workers, "kamailio_version": kamailio_version()}
     session = _Session(exp, plan, workdir, on_record)
-    sut = _Sut(exp, plan, workdir, span_s + 60.0, started)
+    sut = SystemUnderTest(exp, plan, workdir, span_s + 60.0, started)
     try:
         if sut.kind == "voice" and (missing := voice_agent_available()) is not None:
             raise RealUnavailable(missing)
-        proxy = sut.start(agent_pool_size(_peak(plan, answer_s, exp)))
-        relay = Relay(exp.deployment.network, exp.seed, workdir,
-                      deadline=time.monotonic() + 60.0 + span_s)
-        started.append(relay)
-        relay.start()
-        session.relay = relay
+        proxy = sut.start(agent_processes(_peak(plan, answer_s, exp)))
+        network = NetworkEmulator(exp.deployment.network, exp.seed, workdir,
+                                  deadline=time.monotonic() + 60.0 + span_s)
+        started.append(network)
+        network.start()
+        session.network = network
         session.agent_media = sut.agent_media()
         pool = UacPool(n_workers, workdir, deadline=time.monotonic() + 30.0 + span_s)
         started.append(pool)
         pool.start()
         facts.update(sip_port=proxy.sip_port, uac_ports=[w.port for w in pool.workers],
-                     agent_ports=sut.pool.ports if sut.pool else [sut.sipp.sip_port]
-                     if sut.sipp else [])
+                     agent_ports=sut.agent_ports)
         session.run_start = run_start = time.monotonic() + START_LEAD_S
         facts["setup_wall_s"] = round(run_start - t_wall, 3)
         uri = f"sip:agent@127.0.0.1:{proxy.sip_port}"
         _coordinate(session, pool, uri, span_s, progress)
         facts["uac_rss_mb"] = pool.rss_mb()
-        for _, event in pool.quit():
-            if event.get("ev") == "done":
-                session.finish(event)
-        for cp in plan:
-            if cp.call_id not in session.done:
-                log.warning("call %d: no result by the run deadline", cp.call_id)
-                session.emit(unplaced_record(cp, None, run_start))
+        _drain(session, pool)
         if progress is not None:
             progress(1.0)
         facts["proxy_alive_at_end"] = proxy.alive()
@@ -494,6 +319,17 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     return facts
 
 
+def _drain(session: _Session, pool: UacPool) -> None:
+    """Collect the callers' last reports; a call still without one gets a failed record."""
+    for _, event in pool.quit():
+        if event.get("ev") == "done":
+            session.finish(event)
+    for cp in session.by_id.values():
+        if cp.call_id not in session.done:
+            log.warning("call %d: no result by the run deadline", cp.call_id)
+            session.emit(unplaced_record(cp, None, session.run_start))
+
+
 def _span_of(cp: CallPlan) -> float:
     """Upper bound of a call's length beyond its talk time (turn replies, prompts, waits)."""
     extra = sum(REPLY_BOUND_S for s in cp.steps if not isinstance(s, Talk))
@@ -501,7 +337,7 @@ def _span_of(cp: CallPlan) -> float:
 
 
 class _Session:
-    """The run's bookkeeping: relay ports per call, records, turns and steps."""
+    """The run's bookkeeping: emulator ports per call, records, turns and steps."""
 
     def __init__(self, exp: Experiment, plan: list[CallPlan], workdir: Path,
                  on_record: Callable[[dict[str, Any]], None]) -> None:
@@ -509,7 +345,7 @@ class _Session:
         self.by_id = {p.call_id: p for p in plan}
         self.workdir = workdir
         self.on_record = on_record
-        self.relay: Relay | None = None
+        self.network: NetworkEmulator | None = None
         self.agent_media: tuple[str, int] | None = None
         self.run_start = 0.0
         self.done: set[int] = set()
@@ -519,11 +355,12 @@ class _Session:
         self.prompts = PromptBook(workdir / "prompts") if needs_voice else None
 
     def job(self, cp: CallPlan) -> dict[str, Any]:
-        """Keyword arguments of :meth:`UacPool.dial` for ``cp``: script, relay, headers."""
+        """Keyword arguments of :meth:`UacPool.dial` for ``cp``: script, emulator ports,
+        headers (the emulator's caller-facing port for the proxy; the agent's plan)."""
         headers: dict[str, str] = {}
         relay_ports = None
-        if self.relay is not None:
-            relay_ports = self.relay.open(cp.call_id, self.agent_media)
+        if self.network is not None:
+            relay_ports = self.network.open(cp.call_id, self.agent_media)
             headers["X-Siplab-Relay"] = str(relay_ports["caller_port"])
         headers[plan_header.HEADER] = plan_header.encode(cp)  # the agent's script
         rec = self.workdir / "recordings" / f"call{cp.call_id}.wav"
@@ -532,16 +369,16 @@ class _Session:
                 "headers": headers, "record": str(rec)}
 
     def finish(self, event: dict[str, Any]) -> None:
-        """Turn a worker's ``done`` event into the call's record, turns and steps."""
+        """Turn a caller's ``done`` event into the call's record, turns and steps."""
         cp = self.by_id.get(int(event["id"]))
         if cp is None or cp.call_id in self.done:
             return
         counters = None
-        if self.relay is not None:
+        if self.network is not None:
             try:
-                counters = self.relay.close(cp.call_id)
+                counters = self.network.close(cp.call_id)
             except RuntimeError:
-                log.warning("call %d: relay counters lost", cp.call_id)
+                log.warning("call %d: impairment emulator counters lost", cp.call_id)
         self.emit(make_record(cp, event, self.run_start, self.exp.deployment.media, counters))
         sip_id = event.get("sip_call_id")
         for t in event.get("turns") or []:
@@ -557,6 +394,7 @@ class _Session:
     def emit(self, record: dict[str, Any]) -> None:
         self.done.add(int(record["call_id"]))
         self.on_record(record)
+
 
 def _coordinate(session: _Session, pool: UacPool, uri: str, span_s: float,
                 progress: Callable[[float], None] | None) -> None:
@@ -576,7 +414,7 @@ def _coordinate(session: _Session, pool: UacPool, uri: str, span_s: float,
             nxt += 1
             worker: UacWorker | None = pool.free_worker()
             if worker is None:
-                log.warning("call %d: no free UAC slot at %.3f s", cp.call_id, now)
+                log.warning("call %d: no free caller slot at %.3f s", cp.call_id, now)
                 session.emit(unplaced_record(cp, "real.uac_pool", run_start))
                 continue
             pool.dial(worker, cp.call_id, uri, cp.talk_s, **session.job(cp))

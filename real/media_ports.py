@@ -1,4 +1,8 @@
-"""pjsua2 audio ports that move 20 ms PCM frames between a call and Python.
+"""Media inside the agent: pjsua2 audio ports that move 20 ms PCM frames to and from Python.
+
+The pjsua2 half of :mod:`real.media` (kept apart so that the coordinator, which
+only rates calls, never loads pjsua2): the voice agent (:mod:`real.voice_agent`)
+and its test probe (:mod:`real.agent_probe`) hear and speak through these ports.
 
 pjmedia's conference bridge is clocked by a media thread: every ptime (20 ms) it
 asks each source port for a frame (``onFrameRequested``) and hands each sink port

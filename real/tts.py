@@ -1,158 +1,27 @@
-"""Text to speech on this machine: eSpeak NG, resampled to telephone audio.
+"""The agent's text to speech: its replies and IVR menu prompts, as telephone audio.
 
-eSpeak NG (Debian ``espeak-ng``) is a formant synthesiser: robotic, but fast
-(tens of ms per sentence), offline and deterministic, which is what a load test
-needs. It writes a 22.05 kHz WAV (``--stdout``); telephone audio is 8 kHz 16-bit
-mono (G.711 carries 8 kHz), so the samples are resampled with a polyphase filter
-(:func:`lab.audio.resample`).
-
-Two users:
-
-- the **voice agent** speaks its replies and IVR prompts (:func:`synthesize_pcm`,
-  then :func:`fit` pads or cuts them to the planned ``agent_speech_s``);
-- the **caller** plays utterances of a planned length, :func:`caller_prompt`:
-  speech of exactly ``seconds`` followed by :data:`TRAILING_SILENCE_S` of silence
-  so the agent's VAD can endpoint, cached as WAV files (``SIPLAB_PROMPT_CACHE``,
-  default ``~/.cache/siplab/prompts``) for pjsua2's ``AudioMediaPlayer``.
+Synthesis is eSpeak NG's (:mod:`lab.speech`, shared with the caller's prompts):
+fast, offline and deterministic. A reply or prompt is then fitted to its planned
+length (``agent_speech_s``, or a DTMF step's ``prompt_s``, carried in the
+``X-Siplab-Plan`` header, :mod:`real.plan_header`) so the real agent speaks as long
+as the twin's, and handed to the call's playout as PCM16 8 kHz bytes.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import shutil
-import subprocess
-import tempfile
-import wave
-from pathlib import Path
-
 import numpy as np
-from numpy.typing import NDArray
 
-from lab.audio import resample
+from lab.speech import espeak_binary, fit, synthesize_pcm
 
-VOICE = "en-us"
-WORDS_PER_MIN = 165
-TRAILING_SILENCE_S = 1.2
-FADE_S = 0.01
-TRIM_LEVEL = 300  # |sample| above which audio counts as sound (about -41 dBFS)
-# One breath, no punctuation: eSpeak pauses at commas and full stops, which a short
-# vad_ms would take for the end of the utterance.
-CALLER_TEXT = ("hello I would like to check my order and the status of my delivery "
-               "and I need help with my bill and my payment and my account please "
-               "I would like to speak to an agent about my order and my refund")
+__all__ = ["espeak_binary", "prompt_pcm", "reply_pcm"]
 
 
-def espeak_binary() -> str | None:
-    """Path of ``espeak-ng`` (or ``espeak``), or None."""
-    return shutil.which("espeak-ng") or shutil.which("espeak")
+def reply_pcm(text: str, seconds: float | None) -> bytes:
+    """The spoken ``text`` fitted to ``seconds`` (natural length if None), PCM16 bytes."""
+    return np.asarray(fit(synthesize_pcm(text), seconds), dtype="<i2").tobytes()
 
 
-def _read_wav(data: bytes) -> tuple[NDArray[np.int16], int]:
-    with wave.open(io.BytesIO(data)) as w:
-        rate = w.getframerate()
-        frames = w.readframes(w.getnframes())
-    return np.frombuffer(frames, dtype=np.int16), rate
-
-
-def _fix_stdout_wav(data: bytes) -> bytes:
-    """eSpeak's ``--stdout`` WAV header has unknown (0xFFFFFFFF) sizes: patch them."""
-    if len(data) < 44 or data[:4] != b"RIFF":
-        raise RuntimeError("espeak-ng returned no WAV")
-    fixed = bytearray(data)
-    fixed[4:8] = (len(data) - 8).to_bytes(4, "little")
-    fixed[40:44] = (len(data) - 44).to_bytes(4, "little")
-    return bytes(fixed)
-
-
-def synthesize_pcm(text: str, rate_hz: int = 8000, voice: str = VOICE,
-                   words_per_min: int = WORDS_PER_MIN, trim: bool = True
-                   ) -> NDArray[np.int16]:
-    """Speak ``text``; PCM16 mono samples at ``rate_hz``.
-
-    ``trim`` drops eSpeak's leading silence (all but 5 ms), so the first sample is
-    the first sound: a reply's start time is then its audible onset.
-
-    Raises
-    ------
-    RuntimeError
-        When eSpeak NG is missing or fails.
-    """
-    binary = espeak_binary()
-    if binary is None:
-        raise RuntimeError("espeak-ng not found: apt-get install espeak-ng")
-    res = subprocess.run([binary, "-v", voice, "-s", str(words_per_min), "--stdout", text],
-                         capture_output=True, timeout=30, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"espeak-ng failed: {res.stderr.decode(errors='replace')[:200]}")
-    pcm, rate = _read_wav(_fix_stdout_wav(res.stdout))
-    if trim:
-        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > TRIM_LEVEL)
-        pcm = pcm[max(0, int(loud[0]) - round(0.005 * rate)):] if loud.size else pcm[:0]
-    out = resample(pcm, rate, rate_hz) if rate != rate_hz else pcm.astype(np.float64)
-    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
-
-
-def write_wav(path: Path, pcm: NDArray[np.int16], rate_hz: int = 8000) -> Path:
-    """Write PCM16 mono as a WAV file (atomically: a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    with wave.open(tmp, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate_hz)
-        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
-    os.replace(tmp, path)
-    return path
-
-
-def synthesize(text: str, path: Path | str, rate_hz: int = 8000) -> Path:
-    """Speak ``text`` into the WAV file ``path`` (PCM16 mono at ``rate_hz``)."""
-    return write_wav(Path(path), synthesize_pcm(text, rate_hz), rate_hz)
-
-
-def fit(pcm: NDArray[np.int16], seconds: float | None, rate_hz: int = 8000
-        ) -> NDArray[np.int16]:
-    """``pcm`` cut (with a short fade-out) or zero-padded to ``seconds``; as is if None."""
-    if seconds is None:
-        return pcm
-    n = max(0, round(seconds * rate_hz))
-    if pcm.size >= n:
-        out = pcm[:n].astype(np.float64)
-        k = min(n, round(FADE_S * rate_hz))
-        if k:
-            out[n - k:] *= np.linspace(1.0, 0.0, k)
-        return np.rint(out).astype(np.int16)
-    return np.concatenate([pcm, np.zeros(n - pcm.size, dtype=np.int16)])
-
-
-def prompt_cache_dir() -> Path:
-    """Where caller prompts are cached (``SIPLAB_PROMPT_CACHE`` or ``~/.cache/siplab``)."""
-    env = os.environ.get("SIPLAB_PROMPT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "siplab" / "prompts"
-
-
-def caller_speech(seconds: float, rate_hz: int = 8000) -> NDArray[np.int16]:
-    """Caller speech of ``seconds`` (the run-on :data:`CALLER_TEXT`, repeated as needed)."""
-    speech = synthesize_pcm(CALLER_TEXT, rate_hz)
-    need = round(seconds * rate_hz)
-    if speech.size < need:
-        speech = np.tile(speech, need // speech.size + 1)
-    return fit(speech, seconds, rate_hz)
-
-
-def caller_prompt(seconds: float, rate_hz: int = 8000, cache_dir: Path | None = None
-                  ) -> Path:
-    """A WAV of ``seconds`` of caller speech then :data:`TRAILING_SILENCE_S` of silence.
-
-    Lengths are rounded to 10 ms; each length is synthesised once and cached.
-    """
-    ms = max(10, round(seconds * 100) * 10)
-    path = (cache_dir or prompt_cache_dir()) / f"caller_{ms:06d}ms_{rate_hz}.wav"
-    if not path.exists():
-        pcm = np.concatenate([caller_speech(ms / 1000.0, rate_hz),
-                              np.zeros(round(TRAILING_SILENCE_S * rate_hz), dtype=np.int16)])
-        write_wav(path, pcm, rate_hz)
-    return path
+def prompt_pcm(digits: str, prompt_s: float | None) -> bytes:
+    """The IVR menu prompt for ``digits``, fitted to ``prompt_s`` (natural length if None)."""
+    spoken = " ".join(digits.replace("*", " star ").replace("#", " pound ").split())
+    return reply_pcm(f"You pressed {spoken}. Please hold while I look that up.", prompt_s)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from real.backend import RealUnavailable, check_available
-from real.kamailio import kamailio_binary
+from real.proxy import kamailio_binary
 
 
 def _strict() -> bool:

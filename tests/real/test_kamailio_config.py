@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lab.spec import validate
-from real.kamailio import check_config, cps_window, render_config
+from real.proxy import check_config, render_config
+from real.trunk import cps_window
 
 DEPLOYMENTS = [
     {},

@@ -1,8 +1,8 @@
 """Real RTP on loopback: per-call MOS from pjsua2's RTCP/stream statistics.
 
-Every answered call carries PCMU both ways through the RTP relay (the SIPp agent
+Every answered call carries PCMU both ways through the RTP impairment emulator (the SIPp agent
 echoes the caller's RTP), and its record carries the E-model MOS computed from what
-the caller's stream measured (:mod:`real.rtcp`).
+the caller's stream measured (:mod:`real.media`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_lossy_network_lowers_mos(real_stack: None, tmp_path: Path,
     for r in run(tmp_path, {"loss": 0.05}, 8.0):
         up, down = r["relay_loss_up"], r["relay_loss_down"]
         assert up == pytest.approx(0.05, abs=0.03) and down == pytest.approx(0.05, abs=0.03)
-        # the echo crossed the relay twice; the caller's RTCP receive loss says so
+        # the echo crossed the emulator twice; the caller's RTCP receive loss says so
         assert r["rtp_loss"] == pytest.approx(1 - (1 - up) * (1 - down), abs=0.03)
         assert r["mos"] < 4.0
     assert leftovers(tmp_path) == []

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from lab.plan import CallPlan, Talk, Turn
-from real.backend import (
-    RECORD_KEYS,
-    classify,
-    make_record,
-    peak_concurrency,
-    pool_size,
-)
+from real.backend import RECORD_KEYS, caller_processes, make_record, peak_concurrency
+from real.sip import classify
 
 
 def test_peak_concurrency_frees_before_it_starts() -> None:
@@ -26,9 +21,9 @@ def test_peak_concurrency_frees_before_it_starts() -> None:
 
 def test_pool_size_is_a_quarter_of_the_capped_peak() -> None:
     plan = [CallPlan(i, 0.1 * i, "talk", "198.51.100.1", (Talk(10.0),)) for i in range(9)]
-    assert pool_size(plan, 0.0, max_concurrent=40) == 3  # 9 concurrent calls
-    assert pool_size(plan, 0.0, max_concurrent=4) == 1
-    assert pool_size([], 0.0, max_concurrent=40) == 1
+    assert caller_processes(plan, 0.0, max_concurrent=40) == 3  # 9 concurrent calls
+    assert caller_processes(plan, 0.0, max_concurrent=4) == 1
+    assert caller_processes([], 0.0, max_concurrent=40) == 1
 
 
 def test_talk_time_sums_turns() -> None:
@@ -69,7 +64,7 @@ def test_record_of_an_answered_call() -> None:
 
 
 def test_turn_join_leaves_the_media_path_as_network_ms(tmp_path: Path) -> None:
-    from real.turns import turn_rows
+    from real.ai import turn_rows
 
     agent = {"ev": "turn", "call": 4, "turn": 1, "vad_ms": 300.0, "stt_ms": 80.0,
              "llm_ms": 500.0, "tts_ms": 20.0, "queue_ms": 5.0, "stt_wait_ms": 5.0,
@@ -87,7 +82,7 @@ def test_turn_join_leaves_the_media_path_as_network_ms(tmp_path: Path) -> None:
 
 
 def test_transfer_target_is_reached_through_the_proxy() -> None:
-    from real.voice_agent import loopback_target, steps_before
+    from real.features import loopback_target, steps_before
 
     assert loopback_target("sip:human@example.com", "127.0.0.1:5070") == \
         "sip:human@127.0.0.1:5070"

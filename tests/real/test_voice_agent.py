@@ -22,9 +22,9 @@ import pytest
 
 from lab.plan import Dtmf, Message, Transfer, Turn
 from lab.spec import Deployment
+from lab.speech import caller_speech, fit
 from real import plan_header
-from real.agent_pool import AgentPool, read_records, voice_agent_available
-from real.tts import caller_speech, fit
+from real.agent import VoiceAgentPool, read_records, voice_agent_available
 from real.vad import Endpointer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_agent_listens_replies_ivr_and_message(tmp_path: Path,
                                                leftovers: Callable[[Path], list[Any]]) -> None:
     """A known reply delay (ttft 500 ms) shows up in the caller's voice-to-voice time."""
     _need_voice_agent()
-    pool = AgentPool(_deployment(), tmp_path, processes=1, seed=3,
+    pool = VoiceAgentPool(_deployment(), tmp_path, processes=1, seed=3,
                      deadline=time.monotonic() + 60)
     try:
         (port,) = pool.start()
@@ -143,11 +143,11 @@ def test_pool_behind_kamailio_fails_over_when_an_agent_is_full(
         tmp_path: Path, real_stack: None, leftovers: Callable[[Path], list[Any]]) -> None:
     """Six concurrent calls over two 4-call agents: round robin, then failover on 486."""
     _need_voice_agent()
-    from real.kamailio import Kamailio
-    from real.ports import free_udp_port
+    from lab.proc.ports import free_udp_port
+    from real.proxy import Kamailio
 
     dep = _deployment()
-    pool = AgentPool(dep, tmp_path, processes=2, seed=5, deadline=time.monotonic() + 60)
+    pool = VoiceAgentPool(dep, tmp_path, processes=2, seed=5, deadline=time.monotonic() + 60)
     proxy = None
     try:
         ports = pool.start()

@@ -1,7 +1,7 @@
 """The real backend with the voice agent, end to end: turns, feature steps, transfer.
 
 ``siplab run --backend real`` on an experiment with AI turns runs the whole loopback
-system -- pjsua2 callers, the RTP impairment relay, Kamailio's dispatcher and the
+system -- pjsua2 callers, the RTP impairment emulator, Kamailio's dispatcher and the
 voice-agent pool -- and writes the same tables as the twin. The caller measures
 voice-to-voice at its own ear; the agent says where the time went; the join must
 leave only a small media-path remainder (``network_ms``).
@@ -21,7 +21,7 @@ import pytest
 from lab.plan import CallPlan, Dtmf, Message, OnHold, Transfer, Turn
 from lab.runner import run_experiment
 from lab.spec import Experiment, validate
-from real.agent_pool import voice_agent_available
+from real.agent import voice_agent_available
 from real.backend import run_calls
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("real_stack"),

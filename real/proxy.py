@@ -1,21 +1,22 @@
-"""Kamailio as the local SIP edge: config generation, config check, start and stop.
+"""The proxy: Kamailio as the local SIP edge -- config generation, config check, process.
 
-The proxy is the real counterpart of the twin's ``proxy`` and ``trunk`` layers. It
-is a transaction-stateful proxy (``tm``, RFC 3261 section 17) that record-routes
-(section 16.6, step 4) so that ACK and BYE pass through it, which lets the
-``dialog`` module see every call from INVITE to BYE. Admission control is the
-trunk's, as a carrier's SIP edge applies it:
+The real counterpart of :mod:`twin.proxy`. Kamailio runs as a transaction-stateful
+proxy (``tm``, RFC 3261 section 17) that record-routes (section 16.6, step 4) so
+that ACK and BYE pass through it, which lets the ``dialog`` module see every call
+from INVITE to BYE; ``children`` = ``deployment.proxy.workers`` UDP workers. In
+front of the agent it also:
 
-- **channels** -- concurrent dialogs, counted in the dialog profile ``trunk``
-  (``get_profile_size``/``set_dlg_profile``); an INVITE beyond the cap gets
-  ``503 Channels Exhausted``;
-- **cps_limit** -- admitted call attempts per fixed time window, counted in an
-  ``htable`` keyed by the window number; beyond it ``503 CPS Limit``. A fractional
-  limit uses the shortest window (up to 60 s) holding a whole number of calls
-  (0.5 cps: 1 call per 2 s window).
+- admits calls for the trunk (:mod:`real.trunk`: ``503 Channels Exhausted``,
+  ``503 CPS Limit``);
+- spreads INVITEs over a voice-agent pool with the ``dispatcher`` module (round
+  robin, failing over on 486/480/503, :func:`write_dispatcher_list`);
+- routes request user ``human`` (the leg a blind transfer makes, RFC 3515) to the
+  transfer target's UAS, counted on the trunk but never refused;
+- rewrites the agent's SDP answer to the caller's port on the RTP impairment
+  emulator (:mod:`real.network`) when the INVITE names one (``X-Siplab-Relay``).
 
-Check and count happen under one ``cfgutils`` lock, so several workers
-(``children`` = ``deployment.proxy.workers``) never admit one call too many.
+The configuration is ``real/templates/kamailio.cfg`` with ``{{placeholders}}`` and
+``#!define`` switches filled in by :func:`render_config`.
 
 Run facts measured on this kind of machine are in REAL-NOTES: ``-DD -E`` keeps it
 in the foreground with logs on stderr; ``-x tlsf -X tlsf -m 1024 -M 16`` avoids the
@@ -25,14 +26,17 @@ the UDP receive buffer.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from lab.proc.child import ChildProcess
+from lab.proc.ports import udp_port_free
 from lab.spec import Deployment
-from real.process import ChildProcess
+from real import trunk
 
 TEMPLATE = Path(__file__).parent / "templates" / "kamailio.cfg"
 MODULE_DIRS = (
@@ -47,8 +51,6 @@ MAX_BUFFER = 4 * 1024 * 1024
 
 def kamailio_binary() -> str | None:
     """Path of the ``kamailio`` executable (also looked for in sbin dirs), or None."""
-    import os
-
     return shutil.which("kamailio", path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
 
 
@@ -58,19 +60,6 @@ def module_dir() -> Path:
         if (cand / "tm.so").exists():
             return cand
     raise FileNotFoundError("Kamailio modules (tm.so) not found: apt-get install kamailio")
-
-
-def cps_window(cps_limit: float) -> tuple[int, int]:
-    """``(window_s, calls_per_window)`` of a fixed-window counter for ``cps_limit``.
-
-    The shortest window of 1..60 s in which ``cps_limit`` admits a whole number of
-    calls; failing that 1 s and the rounded rate (at least 1).
-    """
-    for window_s in range(1, 61):
-        calls = cps_limit * window_s
-        if calls >= 1 and abs(calls - round(calls)) < 1e-6:
-            return window_s, round(calls)
-    return 1, max(1, round(cps_limit))
 
 
 def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: Path,
@@ -86,7 +75,7 @@ def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: P
     sip_port
         The proxy's UDP port on 127.0.0.1.
     agent_port
-        Where the answering agent (SIPp UAS) listens.
+        Where the answering agent (a SIPp UAS, :class:`real.agent.SippAgent`) listens.
     workdir
         Holds the ctl socket and runtime files (unless ``rundir`` is given).
     rundir
@@ -99,17 +88,13 @@ def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: P
         Where the transfer target listens: INVITEs for user ``human`` (the leg a
         blind transfer makes) go there, counted on the trunk but never refused.
     """
-    defines = [f"#!define CHANNELS {dep.trunk.channels}"]
+    defines = trunk.defines(dep.trunk)
     if human_port is not None:
         defines += ["#!define WITH_HUMAN",
                     f'#!define HUMAN_URI "sip:127.0.0.1:{int(human_port)}"']
     if dispatcher_list is not None:
         defines += ["#!define WITH_DISPATCHER",
                     f'#!define DISPATCHER_LIST "{Path(dispatcher_list).resolve()}"']
-    if dep.trunk.cps_limit is not None:
-        window_s, per_window = cps_window(dep.trunk.cps_limit)
-        defines += ["#!define WITH_CPS", f"#!define CPS_WINDOW_S {window_s}",
-                    f"#!define CPS_PER_WINDOW {per_window}"]
     values = {
         "defines": "\n".join(defines),
         "children": str(dep.proxy.workers),
@@ -218,16 +203,11 @@ class Kamailio:
         raise RuntimeError(f"kamailio did not start on 127.0.0.1:{self.sip_port}: {tail}")
 
     def _listening(self) -> bool:
-        from real.ports import udp_port_free
-
         return not udp_port_free(self.sip_port)
 
     def log_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
+        """The last lines of its log (for error messages)."""
+        return self.proc.log_tail(lines) if self.proc is not None else ""
 
     @property
     def pid(self) -> int | None:

@@ -1,7 +1,7 @@
-"""The RTP impairment relay (real/relay.py) on loopback: loss, bursts, delay, seeding.
+"""The RTP impairment emulator (real/network.py) on loopback: loss, bursts, delay, seeding.
 
-Datagrams are blasted through a real relay process from two plain UDP sockets
-standing in for caller and agent; the relay's own counters are compared with the
+Datagrams are blasted through a real emulator process from two plain UDP sockets
+standing in for caller and agent; the emulator's own counters are compared with the
 loss model's theory (independent loss p; Gilbert model mean burst 1/p_bg).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from lab.spec import Network
-from real.relay import Relay
+from real.network import NetworkEmulator
 
 pytestmark = pytest.mark.real
 Leftovers = Callable[[Path], list[tuple[int, str]]]
@@ -25,21 +25,21 @@ Leftovers = Callable[[Path], list[tuple[int, str]]]
 
 def blast(net: Network, workdir: Path, n: int, seed: int = 7, gap_s: float = 0.0
           ) -> tuple[dict[str, Any], list[float]]:
-    """Send ``n`` datagrams caller → agent through a relay; its counters and delays (s).
+    """Send ``n`` datagrams caller → agent through the emulator; its counters and delays (s).
 
     With ``gap_s`` the datagrams are paced and received at once (delays are exact to
     about a millisecond); without, they are sent in bursts of 100.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    relay = Relay(net, seed, workdir, deadline=time.monotonic() + 30.0)
+    emulator = NetworkEmulator(net, seed, workdir, deadline=time.monotonic() + 30.0)
     agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        relay.start()
+        emulator.start()
         agent.bind(("127.0.0.1", 0))
         agent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         caller.bind(("127.0.0.1", 0))
-        ports = relay.open(1, agent.getsockname())
+        ports = emulator.open(1, agent.getsockname())
         agent.setblocking(False)
         delays: list[float] = []
         sent: dict[int, float] = {}
@@ -58,11 +58,11 @@ def blast(net: Network, workdir: Path, n: int, seed: int = 7, gap_s: float = 0.0
         while time.monotonic() < end:
             select.select([agent], [], [], 0.01)
             delays += _drain(agent, sent)
-        return relay.close(1), delays
+        return emulator.close(1), delays
     finally:
         caller.close()
         agent.close()
-        relay.stop()
+        emulator.stop()
 
 
 def _drain(sock: socket.socket, sent: dict[int, float]) -> list[float]:

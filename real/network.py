@@ -1,8 +1,9 @@
-"""RTP impairment relay: the caller-side network of ``deployment.network``, for real packets.
+"""The network: ``deployment.network`` applied to real RTP by an impairment emulator.
 
 The twin draws each RTP packet's fate from :mod:`twin.network` and
 :mod:`twin.media`; on loopback nothing is ever late or lost, so the real backend
-routes every call's media through this relay, which does to real datagrams what
+routes every call's media through this emulator (a media relay in the path, as an
+rtpengine-fronted edge anchors media), which does to real datagrams what
 the twin does to modelled ones, per direction, with seeded randomness:
 
 - **delay and jitter**: packet delay ``max(delay_ms + jitter_ms·Z, 0)``, ``Z``
@@ -15,18 +16,19 @@ the twin does to modelled ones, per direction, with seeded randomness:
 
 Where it sits (how a call's media is steered through it)
 --------------------------------------------------------
-Per call the relay opens two RTP/RTCP port pairs on 127.0.0.1: ``agent_port``
-(faces the agent) and ``caller_port`` (faces the caller). The caller worker puts
+Per call the emulator opens two RTP/RTCP port pairs on 127.0.0.1: ``agent_port``
+(faces the agent) and ``caller_port`` (faces the caller). The caller puts
 ``agent_port`` into its own SDP offer (pjsua2 ``onCallSdpCreated``), so the agent
-sends to the relay, and names ``caller_port`` in an ``X-Siplab-Relay`` header of its
+sends to the emulator, and names ``caller_port`` in an ``X-Siplab-Relay`` header of its
 INVITE; the proxy rewrites the ``m=audio`` port (and ``a=rtcp``) of the agent's SDP
 answer to it (``onreply_route[RELAY]`` in the Kamailio config), so the caller sends
-to the relay too -- the way an rtpengine-fronted edge anchors media. Each side's
+to the emulator too. Each side's
 real address is learnt from the first datagram it sends (symmetric RTP, RFC 4961);
 datagrams that arrive before the other side is known are counted as ``unrouted``.
 
-The relay is one process (``python -m real.relay``) with a single-threaded
-selector loop and a timer heap for the delayed datagrams, driven by JSON lines:
+The emulator is one process (``python -m real.network``) with a single-threaded
+selector loop and a timer heap for the delayed datagrams, driven by JSON lines
+(:mod:`lab.proc.lines`); :class:`NetworkEmulator` is the coordinator's handle:
 ``{"op": "open", "call": k, "agent": [host, port] | null}`` →
 ``{"ev": "opened", "call", "agent_port", "caller_port"}``;
 ``{"op": "close", "call": k}`` → ``{"ev": "closed", "call", "up", "down"}`` with the
@@ -40,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import heapq
-import json
 import os
 import selectors
 import socket
@@ -53,12 +54,15 @@ from typing import Any
 import numpy as np
 
 from lab.loss import LossModel
+from lab.proc.child import ChildProcess
+from lab.proc.lines import ChildChannel, Event, ParentChannel
+from lab.proc.worker import Lifetime, add_run_args, ready, run_until
 from lab.spec import Network
-from real.process import ChildProcess
 
 HOST = "127.0.0.1"
 BATCH = 512
 UP, DOWN = 0, 1  # caller -> agent, agent -> caller
+Send = tuple[float, socket.socket, bytes, tuple[str, int]]  # due, out socket, data, dest
 
 
 @dataclass
@@ -137,8 +141,8 @@ def _bind_pair() -> tuple[socket.socket, socket.socket]:
     raise OSError("no free consecutive UDP port pair on 127.0.0.1")
 
 
-class CallRelay:
-    """The four sockets, learnt peers, impairments and counters of one call."""
+class CallPath:
+    """One call's media path: four sockets, learnt peers, impairments and counters."""
 
     def __init__(self, call_id: int, net: Network, seed: int,
                  agent: tuple[str, int] | None = None) -> None:
@@ -169,8 +173,7 @@ class CallRelay:
         return {"agent_port": self.agent_rtp.getsockname()[1],
                 "caller_port": self.caller_rtp.getsockname()[1]}
 
-    def receive(self, sock: socket.socket, now: float
-                ) -> list[tuple[float, socket.socket, bytes, tuple[str, int]]]:
+    def receive(self, sock: socket.socket, now: float) -> list[Send]:
         """Read what is waiting on ``sock``; return the datagrams to send, with due times."""
         direction, is_rtcp, out = self.route[sock]
         c, link = self.counters[direction], self.links[direction]
@@ -215,79 +218,71 @@ class CallRelay:
             s.close()
 
 
-def emit(obj: dict[str, Any]) -> None:
-    data = (json.dumps(obj) + "\n").encode()
-    while data:
-        data = data[os.write(1, data):]
 
+class Emulator:
+    """The emulator process's state: its calls, the selector and the timer heap."""
 
-def serve(net: Network, seed: int, deadline: float) -> None:
-    """The relay's loop: control on stdin, datagrams on the call sockets, a timer heap."""
-    sel = selectors.DefaultSelector()
-    stdin = sys.stdin.fileno()
-    os.set_blocking(stdin, False)
-    sel.register(stdin, selectors.EVENT_READ, None)
-    calls: dict[int, CallRelay] = {}
-    heap: list[tuple[float, int, socket.socket, bytes, tuple[str, int]]] = []
-    seq = 0
-    buf = bytearray()
-    emit({"ev": "ready", "pid": os.getpid()})
-    while time.monotonic() < deadline:
+    def __init__(self, net: Network, seed: int, channel: ParentChannel) -> None:
+        self.net, self.seed, self.channel = net, seed, channel
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(channel.in_fd, selectors.EVENT_READ, None)
+        self.calls: dict[int, CallPath] = {}
+        self.heap: list[tuple[float, int, socket.socket, bytes, tuple[str, int]]] = []
+        self.seq = 0
+
+    def tick(self, life: Lifetime) -> None:
+        """Wait for datagrams or commands (at most until the next one is due), forward."""
+        heap = self.heap
         timeout = 0.05 if not heap else max(0.0, min(0.05, heap[0][0] - time.monotonic()))
-        for key, _ in sel.select(timeout):
+        for key, _ in self.sel.select(timeout):
             if key.data is None:
-                try:
-                    chunk = os.read(stdin, 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    return
-                buf.extend(chunk)
-                while b"\n" in buf:
-                    line, _, rest = bytes(buf).partition(b"\n")
-                    buf[:] = rest
-                    if line.strip() and _control(json.loads(line), calls, sel, net, seed):
-                        return
+                self._commands(life)
                 continue
-            relay: CallRelay = key.data
-            for due, out, data, dest in relay.receive(key.fileobj, time.monotonic()):  # type: ignore[arg-type]
-                heapq.heappush(heap, (due, seq, out, data, dest))
-                seq += 1
+            path: CallPath = key.data
+            for due, out, data, dest in path.receive(key.fileobj, time.monotonic()):  # type: ignore[arg-type]
+                heapq.heappush(heap, (due, self.seq, out, data, dest))
+                self.seq += 1
         now = time.monotonic()
         while heap and heap[0][0] <= now:
             _, _, out, data, dest = heapq.heappop(heap)
             with contextlib.suppress(OSError):
                 out.sendto(data, dest)
 
+    def _commands(self, life: Lifetime) -> None:
+        for cmd in self.channel.commands():
+            if life.over:
+                return
+            self.control(cmd, life)
+        if self.channel.closed:
+            life.stop("eof")
 
-def _control(cmd: dict[str, Any], calls: dict[int, CallRelay], sel: selectors.BaseSelector,
-             net: Network, seed: int) -> bool:
-    """Act on one control command; True means quit."""
-    op = cmd.get("op")
-    if op == "open":
-        call_id = int(cmd["call"])
-        agent = cmd.get("agent")
-        relay = CallRelay(call_id, net, seed, tuple(agent) if agent else None)
-        calls[call_id] = relay
-        for s in relay.sockets:
-            sel.register(s, selectors.EVENT_READ, relay)
-        emit({"ev": "opened", "call": call_id, **relay.ports()})
-    elif op == "close":
-        relay_or_none = calls.pop(int(cmd["call"]), None)
-        if relay_or_none is None:
-            emit({"ev": "closed", "call": int(cmd["call"]), "up": None, "down": None})
-            return False
-        for s in relay_or_none.sockets:
-            sel.unregister(s)
-        emit(relay_or_none.stats())
-        relay_or_none.close()
-    elif op == "quit":
-        return True
-    return False
+    def control(self, cmd: Event, life: Lifetime) -> None:
+        """Act on one command: open, close or quit."""
+        op = cmd.get("op")
+        if op == "open":
+            call_id = int(cmd["call"])
+            agent = cmd.get("agent")
+            path = CallPath(call_id, self.net, self.seed, tuple(agent) if agent else None)
+            self.calls[call_id] = path
+            for s in path.sockets:
+                self.sel.register(s, selectors.EVENT_READ, path)
+            self.channel.emit({"ev": "opened", "call": call_id, **path.ports()})
+        elif op == "close":
+            closing = self.calls.pop(int(cmd["call"]), None)
+            if closing is None:
+                self.channel.emit({"ev": "closed", "call": int(cmd["call"]), "up": None,
+                                   "down": None})
+                return
+            for s in closing.sockets:
+                self.sel.unregister(s)
+            self.channel.emit(closing.stats())
+            closing.close()
+        elif op == "quit":
+            life.stop("quit")
 
 
-class Relay:
-    """Parent-side handle of the relay process.
+class NetworkEmulator:
+    """The coordinator's handle of the impairment emulator process.
 
     Parameters
     ----------
@@ -296,54 +291,28 @@ class Relay:
     seed
         Root of the per-call, per-direction random streams.
     workdir
-        Its log goes here (``relay.log``).
+        Its log goes here (``network.log``).
     deadline
         ``time.monotonic()`` after which it exits by itself.
     """
 
     def __init__(self, net: Network, seed: int, workdir: Path, deadline: float) -> None:
-        argv = [sys.executable, "-m", "real.relay", "--network", net.model_dump_json(),
+        argv = [sys.executable, "-m", "real.network", "--network", net.model_dump_json(),
                 "--seed", str(seed), "--deadline", f"{deadline:.3f}", "--run", str(workdir)]
-        self.proc = ChildProcess(argv, workdir / "relay.log", pipes=True,
+        self.proc = ChildProcess(argv, workdir / "network.log", pipes=True,
                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        assert self.proc.popen.stdout is not None
-        self.out_fd = self.proc.popen.stdout.fileno()
-        os.set_blocking(self.out_fd, False)
-        self._buf = bytearray()
-        self._pending: list[dict[str, Any]] = []
+        self.channel = ChildChannel(self.proc)
 
     def start(self, timeout_s: float = 10.0) -> None:
+        """Wait for the process's ``ready`` line."""
         self._wait(lambda e: e.get("ev") == "ready", timeout_s)
 
-    def _send(self, obj: dict[str, Any]) -> None:
-        stdin = self.proc.popen.stdin
-        assert stdin is not None
-        stdin.write((json.dumps(obj) + "\n").encode())
-        stdin.flush()
-
-    def _wait(self, match: Any, timeout_s: float) -> dict[str, Any]:
-        end = time.monotonic() + timeout_s
-        while True:
-            for i, ev in enumerate(self._pending):
-                if match(ev):
-                    return self._pending.pop(i)
-            left = end - time.monotonic()
-            if left <= 0 or not self.proc.alive():
-                raise RuntimeError(f"RTP relay did not answer; see {self.proc.log_path}")
-            sel = selectors.DefaultSelector()
-            sel.register(self.out_fd, selectors.EVENT_READ)
-            sel.select(min(left, 0.1))
-            sel.close()
-            with contextlib.suppress(BlockingIOError):
-                chunk = os.read(self.out_fd, 65536)
-                if not chunk and not self.proc.alive():
-                    raise RuntimeError(f"RTP relay exited; see {self.proc.log_path}")
-                self._buf.extend(chunk)
-            while b"\n" in self._buf:
-                line, _, rest = bytes(self._buf).partition(b"\n")
-                self._buf[:] = rest
-                if line.strip():
-                    self._pending.append(json.loads(line))
+    def _wait(self, match: Any, timeout_s: float) -> Event:
+        ev = self.channel.wait(match, timeout_s)
+        if ev is None:
+            state = "exited" if not self.proc.alive() else "did not answer"
+            raise RuntimeError(f"RTP impairment emulator {state}; see {self.proc.log_path}")
+        return ev
 
     def open(self, call_id: int, agent: tuple[str, int] | None = None,
              timeout_s: float = 2.0) -> dict[str, int]:
@@ -352,14 +321,15 @@ class Relay:
         ``agent`` is the agent's RTP address when known in advance; otherwise it is
         learnt from the agent's first datagram.
         """
-        self._send({"op": "open", "call": call_id, "agent": list(agent) if agent else None})
+        self.channel.send({"op": "open", "call": call_id,
+                           "agent": list(agent) if agent else None})
         ev = self._wait(lambda e: e.get("ev") == "opened" and e.get("call") == call_id,
                         timeout_s)
         return {"agent_port": int(ev["agent_port"]), "caller_port": int(ev["caller_port"])}
 
-    def close(self, call_id: int, timeout_s: float = 2.0) -> dict[str, Any]:
+    def close(self, call_id: int, timeout_s: float = 2.0) -> Event:
         """Close the call's sockets; its counters per direction (``up``, ``down``)."""
-        self._send({"op": "close", "call": call_id})
+        self.channel.send({"op": "close", "call": call_id})
         return self._wait(lambda e: e.get("ev") == "closed" and e.get("call") == call_id,
                           timeout_s)
 
@@ -368,20 +338,24 @@ class Relay:
         return self.proc.pid
 
     def stop(self) -> None:
+        """Ask it to quit, then stop its process group."""
         with contextlib.suppress(OSError, ValueError):
-            self._send({"op": "quit"})
+            self.channel.send({"op": "quit"})
         self.proc.wait(1.0)
         self.proc.stop(grace_s=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--network", required=True, help="deployment.network as JSON")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--deadline", type=float, required=True, help="time.monotonic() bound")
-    ap.add_argument("--run", default="", help="the run's directory (identifies the process)")
+    add_run_args(ap)
     args = ap.parse_args(argv)
-    serve(Network.model_validate_json(args.network), args.seed, args.deadline)
+    channel = ParentChannel()
+    emulator = Emulator(Network.model_validate_json(args.network), args.seed, channel)
+    ready(channel)
+    life = Lifetime(args.deadline)
+    run_until(life, lambda: emulator.tick(life))
     return 0
 
 
