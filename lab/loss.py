@@ -77,6 +77,22 @@ class LossModel:
         return p_loss, p_loss / p_start * (1.0 - p_loss)
 
 
+    def stats_array(self, extra: NDArray[np.float64]
+                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """:meth:`stats` for many values of ``extra`` at once (the same arithmetic)."""
+        e_g = 1.0 - (1.0 - self.loss_good) * (1.0 - extra)
+        e_b = 1.0 - (1.0 - self.loss_bad) * (1.0 - extra)
+        pi_b = self.pi_bad
+        pi_g = 1.0 - pi_b
+        p_loss = pi_g * e_g + pi_b * e_b
+        next_g = (1.0 - self.p_gb) * e_g + self.p_gb * e_b
+        next_b = self.p_bg * e_g + (1.0 - self.p_bg) * e_b
+        p_start = pi_g * (1.0 - e_g) * next_g + pi_b * (1.0 - e_b) * next_b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            burst = p_loss / p_start * (1.0 - p_loss)
+        return p_loss, np.where((p_start <= 1e-15) | (p_loss >= 1.0), 1.0, burst)
+
+
 class LossChain:
     """A :class:`LossModel` stepped one packet at a time (a live stream, e.g. the relay).
 
