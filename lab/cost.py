@@ -199,18 +199,37 @@ def call_costs(calls: pd.DataFrame, turns: pd.DataFrame, pb: PriceBook,
                                 + llm_tokens_mean / 1000 * ai.llm_per_1k_output_tokens_usd)
     out["tts_usd"] = 0.0
     if len(turns) and {"caller_speech_s", "agent_speech_s"} <= set(turns.columns):
-        per_call = turns.groupby(["replication", "call_id"])[
-            ["caller_speech_s", "agent_speech_s"]].sum()
-        key = pd.MultiIndex.from_arrays([calls["replication"], calls["call_id"]])
-        speech = per_call.reindex(key).fillna(0.0)
-        out["stt_usd"] = (speech["caller_speech_s"].to_numpy() * answered / 60
-                          * ai.stt_per_minute_usd)
-        out["tts_usd"] = (speech["agent_speech_s"].to_numpy() * answered * CHARS_PER_SPEECH_S
-                          / 1000 * ai.tts_per_1k_chars_usd)
+        caller, agent = speech_per_call(calls, turns)
+        out["stt_usd"] = caller * answered / 60 * ai.stt_per_minute_usd
+        out["tts_usd"] = (agent * answered * CHARS_PER_SPEECH_S / 1000
+                          * ai.tts_per_1k_chars_usd)
     if ai.stt_billing == "call":
         out["stt_usd"] = np.where(n_turns > 0, talk / 60 * ai.stt_per_minute_usd, 0.0)
     out["cost_usd"] = out[list(VARIABLE_PARTS)].sum(axis=1)
     return out
+
+
+def speech_per_call(calls: pd.DataFrame, turns: pd.DataFrame
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Caller and agent speech seconds summed over each call's turns, a value per row of
+    ``calls`` (0 for a call without turns); calls and turns matched on (replication,
+    call_id). Column arithmetic, so millions of turns cost no more than their columns."""
+    span = int(max(calls["call_id"].max(), turns["call_id"].max())) + 1 if len(calls) else 1
+    call_key = (calls["replication"].to_numpy(np.int64) * span
+                + calls["call_id"].to_numpy(np.int64))
+    turn_key = (turns["replication"].to_numpy(np.int64) * span
+                + turns["call_id"].to_numpy(np.int64))
+    order = np.argsort(call_key, kind="stable")
+    sorted_keys = call_key[order]
+    pos = np.searchsorted(sorted_keys, turn_key)
+    pos = np.minimum(pos, max(0, sorted_keys.size - 1))
+    found = sorted_keys[pos] == turn_key if sorted_keys.size else np.zeros(turn_key.size, bool)
+    row = order[pos[found]]
+    caller = np.bincount(row, weights=turns["caller_speech_s"].to_numpy(float)[found],
+                         minlength=len(calls))
+    agent = np.bincount(row, weights=turns["agent_speech_s"].to_numpy(float)[found],
+                        minlength=len(calls))
+    return caller, agent
 
 
 def monthly_cost(per_call_usd: Mapping[str, float], minutes_per_call: float, pb: PriceBook,

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy import stats
 
 from lab.records import (
     CALL_COLUMNS,
@@ -49,43 +48,56 @@ def conform(df: pd.DataFrame | None, schema: pa.Schema) -> pd.DataFrame:
 
     A float column the backend did not observe is NaN, a string column None; a missing
     integer or boolean column is an error (every backend knows its ids and flags).
+    Columns already of the right type are not copied.
     """
     df = pd.DataFrame() if df is None else df
+    n = len(df)
     out: dict[str, Any] = {}
     for f in schema:
-        dtype = f.type.to_pandas_dtype()
+        dtype = np.dtype(f.type.to_pandas_dtype())
         if f.name in df.columns:
             col = df[f.name]
-            out[f.name] = col.astype(dtype) if col.dtype != dtype else col
+            if dtype == np.dtype(object):
+                out[f.name] = col.to_numpy(dtype=object, na_value=None)
+            else:
+                out[f.name] = col.to_numpy(dtype=dtype, copy=False)
         elif pa.types.is_floating(f.type):
-            out[f.name] = np.full(len(df), np.nan)
+            out[f.name] = np.full(n, np.nan)
         elif pa.types.is_string(f.type):
-            out[f.name] = pd.Series([None] * len(df), dtype=object, index=df.index)
-        elif len(df) == 0:
-            out[f.name] = pd.Series(dtype=dtype)
+            out[f.name] = np.full(n, None, dtype=object)
+        elif n == 0:
+            out[f.name] = np.empty(0, dtype=dtype)
         else:
             raise ValueError(f"records: column {f.name!r} is missing")
-    return pd.DataFrame(out, index=df.index).reset_index(drop=True)
+    return pd.DataFrame(out, copy=False)
+
+
+def arrow_table(df: pd.DataFrame | None, schema: pa.Schema) -> pa.Table:
+    """``df`` as an Arrow table of ``schema``: NaN and None are nulls; numeric columns
+    are shared with ``df``, not copied."""
+    df = conform(df, schema)
+    arrays = [pa.array(df[f.name].to_numpy(), type=f.type, from_pandas=True) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
+    if not frames:
+        return None
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def calls_table(frames: list[pd.DataFrame]) -> pa.Table:
     """Per-replication call frames as one table of the contract's schema."""
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return pa.Table.from_pandas(conform(df, CALL_SCHEMA), schema=CALL_SCHEMA,
-                                preserve_index=False)
+    return arrow_table(_joined(frames), CALL_SCHEMA)
 
 
 def turns_table(frames: list[pd.DataFrame]) -> pa.Table:
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return pa.Table.from_pandas(conform(df, TURN_SCHEMA), schema=TURN_SCHEMA,
-                                preserve_index=False)
+    return arrow_table(_joined(frames), TURN_SCHEMA)
 
 
 def steps_table(frames: list[pd.DataFrame]) -> pa.Table:
     """A row per call-feature step (DTMF, MESSAGE, hold, transfer): when, how long, ok."""
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return pa.Table.from_pandas(conform(df, STEP_SCHEMA), schema=STEP_SCHEMA,
-                                preserve_index=False)
+    return arrow_table(_joined(frames), STEP_SCHEMA)
 
 
 def timeseries(calls: pd.DataFrame, sim_s: float, channels: int) -> pd.DataFrame:
@@ -138,6 +150,8 @@ def mean_ci95(per_rep: list[float], successes: int | None = None,
     calls are independent trials — a narrower, optimistic interval; run
     replications for an honest one.
     """
+    from scipy import stats
+
     vals = np.asarray(per_rep, dtype=float)
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
@@ -154,8 +168,8 @@ def mean_ci95(per_rep: list[float], successes: int | None = None,
     return {"mean": mean, "ci95": [mean, mean], "replications": 1}
 
 
-def ai_summary(turns: pd.DataFrame, usage: dict[str, dict[str, Any]], horizon_s: float
-               ) -> dict[str, Any]:
+def ai_summary(turns: pd.DataFrame | dict[str, np.ndarray], usage: dict[str, dict[str, Any]],
+               horizon_s: float) -> dict[str, Any]:
     """Per AI stage: probability a request waited for a slot, the wait, slot utilisation.
 
     ``usage`` gives each stage's slots (None: unlimited, never waits) and busy
@@ -165,7 +179,7 @@ def ai_summary(turns: pd.DataFrame, usage: dict[str, dict[str, Any]], horizon_s:
     out: dict[str, Any] = {}
     for stage in ("stt", "llm", "tts"):
         col = f"{stage}_wait_ms"
-        waits = turns[col].to_numpy(float) if col in turns and len(turns) else np.empty(0)
+        waits = np.asarray(turns[col], dtype=float) if col in turns else np.empty(0)
         use = usage.get(stage, {})
         servers = use.get("servers")
         util = (use.get("busy_s", 0.0) / (servers * horizon_s)
@@ -177,6 +191,17 @@ def ai_summary(turns: pd.DataFrame, usage: dict[str, dict[str, Any]], horizon_s:
             "concurrency": servers,
         }
     return out
+
+
+def _counted_columns(turns: pd.DataFrame, warmup_s: float, names: tuple[str, ...]
+                     ) -> dict[str, np.ndarray]:
+    """The named turn columns, for the turns that count (started at or after warm-up)."""
+    if not len(turns):
+        return {}
+    keep = turns["start_s"].to_numpy(float) >= warmup_s
+    every = bool(keep.all())
+    return {n: (turns[n].to_numpy(float) if every else turns[n].to_numpy(float)[keep])
+            for n in names if n in turns}
 
 
 def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_s: float,
@@ -195,7 +220,9 @@ def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_
             blocked_total += blocked
             per_rep.append(blocked / len(sub))
     answered = counted[counted["outcome"] == "answered"]
-    tcount = turns[turns["start_s"] >= warmup_s] if len(turns) else turns
+    # the turn columns used, not the whole table (a busy hour has millions of turns)
+    tcount = _counted_columns(turns, warmup_s, ("voice_to_voice_ms", "stt_wait_ms",
+                                                "llm_wait_ms", "tts_wait_ms"))
     mos = answered["mos"].to_numpy(float)
     mos = mos[np.isfinite(mos)]
     wall = float(run.get("wall_s", 0.0))
@@ -206,7 +233,7 @@ def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_
         "blocking_probability": mean_ci95(per_rep, blocked_total, len(counted)),
         "setup_ms": percentiles(answered["setup_ms"]),
         "pdd_ms": percentiles(counted["pdd_ms"]),
-        "voice_to_voice_ms": percentiles(tcount["voice_to_voice_ms"] if len(tcount) else []),
+        "voice_to_voice_ms": percentiles(tcount.get("voice_to_voice_ms", [])),
         "mos": {"mean": float(mos.mean()) if mos.size else None,
                 "p05": float(np.percentile(mos, 5)) if mos.size else None},
         "ai": ai_summary(tcount, run.get("ai", {}), float(run.get("ai_horizon_s", 0.0))),
@@ -240,9 +267,18 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+ROW_GROUP = 262_144
+
+
 def write_tables(out_dir: Path, calls: pa.Table, turns: pa.Table, steps: pa.Table,
                  ts: pd.DataFrame) -> None:
-    pq.write_table(calls, out_dir / "calls.parquet")
-    pq.write_table(turns, out_dir / "turns.parquet")
-    pq.write_table(steps, out_dir / "steps.parquet")
+    # row groups of 256k rows keep the writer's buffers small for millions of turns, and
+    # the system allocator (not Arrow's mimalloc) lets the buffers go once written
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        for table, name in ((calls, "calls"), (turns, "turns"), (steps, "steps")):
+            pq.write_table(table, out_dir / f"{name}.parquet", row_group_size=ROW_GROUP)
+    finally:
+        pa.set_memory_pool(pool)
     ts.to_parquet(out_dir / "timeseries.parquet", index=False)

@@ -31,6 +31,7 @@ from lab.backend import Backend, Replication, backend
 from lab.codecs import codec as find_codec
 from lab.cost import call_costs, load_pricebook, summary_cost
 from lab.dists import DistError
+from lab.memory import release
 from lab.plan import CallPlan, make_plan
 from lab.records import CALL_SCHEMA, STEP_SCHEMA, TURN_SCHEMA
 from lab.spec import Experiment, SpecError, dump_resolved, unsupported_features
@@ -207,13 +208,18 @@ def _write(exp: Experiment, backend_name: str, reps: dict[int, Replication], out
             acc = ai_usage.setdefault(stage, {"servers": use["servers"], "busy_s": 0.0})
             acc["busy_s"] += use["busy_s"]
         rep_sim_s = float(res.facts.get("sim_s", 0.0))
+        if not rep_sim_s and len(res.calls):  # a backend that reports no clock
+            rep_sim_s = float(pd.to_numeric(res.calls["end_s"]).max())
         ai_horizon += max(0.0, rep_sim_s - exp.warmup_s)
-        frames.append(res.calls.assign(replication=rep))
+        frames.append(_of_replication(res.calls, rep))
         if len(res.turns):
-            turn_frames.append(res.turns.assign(replication=rep))
+            turn_frames.append(_of_replication(res.turns, rep))
         if len(res.steps):
-            step_frames.append(res.steps.assign(replication=rep))
+            step_frames.append(_of_replication(res.steps, rep))
         ts = res.timeseries.copy()
+        if not len(ts.columns):  # a backend that keeps no time series: the calls give one
+            ts = R.timeseries(R.conform(res.calls.assign(replication=rep), CALL_SCHEMA),
+                              rep_sim_s, exp.deployment.trunk.channels)
         if "replication" in ts:
             ts = ts.drop(columns="replication")
         ts.insert(1, "replication", rep)
@@ -223,9 +229,10 @@ def _write(exp: Experiment, backend_name: str, reps: dict[int, Replication], out
     for table in JOURNAL_TABLES:
         for journal in out.glob(f"{table}.rep*.jsonl"):
             journal.unlink()
-    calls = R.conform(pd.concat(frames, ignore_index=True) if frames else None, CALL_SCHEMA)
-    turns = R.conform(pd.concat(turn_frames, ignore_index=True) if turn_frames else None,
-                      TURN_SCHEMA)
+    release()
+    calls = R.conform(R._joined(frames), CALL_SCHEMA)
+    turns = R.conform(R._joined(turn_frames), TURN_SCHEMA)
+    del frames, turn_frames
     missing = (calls["outcome"] == "answered") & calls["mos"].isna()
     if missing.any():  # a backend that measured no MOS for a call
         calls.loc[missing, "mos"] = call_mos(exp)
@@ -249,6 +256,13 @@ def _write(exp: Experiment, backend_name: str, reps: dict[int, Replication], out
     path = out / "summary.json"
     R.write_json(path, summary)
     return path
+
+
+def _of_replication(df: pd.DataFrame, rep: int) -> pd.DataFrame:
+    """``df`` with its ``replication`` column set to ``rep`` (not copied when it is)."""
+    if "replication" in df.columns and bool((df["replication"] == rep).all()):
+        return df
+    return df.assign(replication=rep)
 
 
 def call_mos(exp: Experiment) -> float:
