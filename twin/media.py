@@ -77,8 +77,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.signal import lfilter
-from scipy.special import ndtr
 
 from lab.codecs import Codec
 from lab.codecs import codec as _codec
@@ -196,6 +194,21 @@ def _rate(emodel_name: str, plc: bool, delay_ms: float, loss: float, burst: floa
     return _rate_rounded(emodel_name, plc, round(delay_ms, 1), round(loss, 5), round(burst, 3))
 
 
+def _round(x: NDArray[np.float64], digits: int) -> NDArray[np.float64]:
+    """``round(v, digits)`` for every ``v`` of ``x``, exactly as Python rounds a float.
+
+    numpy's rounding scales by 10**digits first, which can land the other side of a
+    half near a tie; such values (and only those) are rounded by Python itself.
+    """
+    scaled = x * 10.0**digits
+    out = np.round(x, digits)
+    frac = np.abs(scaled - np.floor(scaled) - 0.5)
+    near = np.flatnonzero(frac < 1e-6)
+    for i in near.tolist():
+        out[i] = round(float(x[i]), digits)
+    return out
+
+
 @functools.lru_cache(maxsize=65536)
 def _rate_rounded(emodel_name: str, plc: bool, delay_ms: float, loss: float, burst: float
                   ) -> tuple[float, float]:
@@ -305,9 +318,52 @@ class MediaPath:
                                          max(out["burst_r"], 1e-6))
         return out
 
-    def _fast(self, n: int, rng: np.random.Generator) -> dict[str, float]:
+    def qualities(self, talk_s: NDArray[np.float64], z: NDArray[np.float64]
+                  ) -> dict[str, NDArray[np.float64]]:
+        """:meth:`quality` of many calls at once: ``talk_s`` each, ``z`` the standard
+        normal draw of each one's first packet delay (what :meth:`quality` draws).
+
+        Returns arrays ``MOS``, ``loss`` and ``delay_ms``, equal to the per-call values
+        bit for bit (the same arithmetic, vectorised; the adaptive buffer call by call).
+        """
+        talk_s, z = np.asarray(talk_s, dtype=float), np.asarray(z, dtype=float)
         d_s, sd = self.delay_s, self.jitter_s
-        first = max(d_s + sd * float(rng.standard_normal()), 0.0)  # always one draw (CRN)
+        if self.media.jitter_buffer == "fixed" or sd == 0.0:
+            first = np.maximum(d_s + sd * z, 0.0)
+            playout = first + self.buffer_s
+            if sd > 0.0:
+                scale = sd * math.sqrt(2.0)
+                p_late = 0.5 * np.array([math.erfc(x) for x in ((playout - d_s) / scale
+                                                                ).tolist()], dtype=float)
+            else:
+                p_late = np.zeros(z.size)
+            p_loss, burst = self.loss_model.stats_array(p_late)
+            playout_ms = playout * 1e3
+        else:
+            rows = [self._fast(self.packets(t), first=max(d_s + sd * x, 0.0))
+                    for t, x in zip(talk_s.tolist(), z.tolist(), strict=True)]
+            p_loss = np.array([r["loss"] for r in rows], dtype=float)
+            burst = np.array([r["burst_r"] for r in rows], dtype=float)
+            playout_ms = np.array([r["playout_ms"] for r in rows], dtype=float)
+        delay_ms = playout_ms + self.media.ptime_ms + self.codec.lookahead_ms
+        if self.codec.emodel_name is None:
+            mos = np.full(z.size, math.nan)
+        else:
+            name, plc = self.codec.emodel_name, self.media.plc
+            keys = np.stack([_round(delay_ms, 1), _round(np.clip(p_loss, 0.0, 1.0), 5),
+                             _round(np.maximum(burst, 1e-6), 3)], axis=1)
+            uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+            rated = np.array([_rate_rounded(name, plc, d, p, b)[1]
+                              for d, p, b in uniq.tolist()], dtype=float)
+            mos = rated[inverse.reshape(-1)] if len(uniq) else np.empty(0)
+        return {"MOS": mos, "loss": p_loss, "delay_ms": delay_ms}
+
+    def _fast(self, n: int, rng: np.random.Generator | None = None,
+              first: float | None = None) -> dict[str, float]:
+        d_s, sd = self.delay_s, self.jitter_s
+        if first is None:
+            assert rng is not None
+            first = max(d_s + sd * float(rng.standard_normal()), 0.0)  # always one draw
         p_net = self._p_net
         if self.media.jitter_buffer == "fixed" or sd == 0.0:
             playout = first + self.buffer_s
@@ -316,6 +372,8 @@ class MediaPath:
             else:
                 p_late_rx = 0.0
         else:
+            from scipy.special import ndtr
+
             levels, weights = self._adaptive_expected(n, first, p_net)
             late = np.where(levels < 0.0, 1.0, ndtr((d_s - levels) / sd))
             p_late_rx = float(late @ weights)  # of the packets that arrive
@@ -342,6 +400,8 @@ class MediaPath:
             math.sqrt(2 * math.pi))
         rate = 1.0 - p_net  # the estimator moves on received packets only
         d_hat = mean + (first - mean) * RAMJEE_ALPHA ** (starts * rate)
+        from scipy.special import ndtr
+
         # v̂ is an EWMA of E|d̂ − n| = sd·(2φ(u) + u(2Φ(u) − 1)), u = (d̂ − d)/sd, which
         # shrinks as d̂ converges: take it at each interval's middle, then smooth per
         # interval, v_k = A·v_(k−1) + (1 − A)·g_(k−1), A = α^(packets per interval),
@@ -375,6 +435,8 @@ class MediaPath:
         late[rx[0]] = False  # the first packet sets the playout point
         gone = lost | late
         diffs = np.abs(np.diff(d_rx))
+        from scipy.signal import lfilter
+
         jitter = float(lfilter([1 / 16], [1.0, -15 / 16], diffs).mean()) if diffs.size else 0.0
         return {"packets": float(n), "loss_network": float(lost.mean()),
                 "loss_late": float(late.mean()), "loss": float(gone.mean()),
@@ -384,6 +446,8 @@ class MediaPath:
     def _adaptive_playout(self, n: int, rx: NDArray[np.intp], d_rx: NDArray[np.float64]
                           ) -> NDArray[np.float64]:
         """Ramjee algorithm 1 over received packets; playout delay per packet."""
+        from scipy.signal import lfilter
+
         a = RAMJEE_ALPHA
         d_hat = lfilter([1.0 - a], [1.0, -a], d_rx, zi=[a * d_rx[0]])[0]
         v_hat = lfilter([1.0 - a], [1.0, -a], np.abs(d_hat - d_rx),

@@ -1,59 +1,117 @@
-"""Monitors: per-call records in columns and per-second time series.
+"""Monitors: the twin's records in typed arrays, and per-second time series.
 
-Records are kept as columns of plain Python lists (one flat record per call, as
-Ciw does), cheap to append inside the event loop and turned into a table once.
-Time series are integrated exactly: busy intervals are added into one-second
-bins, so a bin holds busy-seconds and dividing by the capacity gives utilisation.
+Records are the flat rows of :mod:`lab.records` (one per call and feature step, as Ciw
+keeps one per customer), appended inside the event loop to typed arrays -- 8 bytes a
+number instead of a 32-byte Python float and its list slot -- and turned into a table
+once at the end (turns are kept by the agent, :mod:`twin.ai`).
+
+Time series are integrated exactly: busy intervals are added into one-second bins, so
+a bin holds busy-seconds and dividing by the capacity gives utilisation.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from array import array
 
-CALL_COLUMNS = (
-    "call_id", "scenario", "source_ip", "start_s", "outcome", "final_code", "rejected_by",
-    "setup_ms", "pdd_ms", "invite_tx", "duration_s", "end_s", "turns", "admit_s", "release_s",
-    "mos", "rtp_loss", "mouth_to_ear_ms",
-)  # fmt: skip
+import numpy as np
+import pandas as pd
+
+from lab.records import CallRecord, StepRecord, arrow_schema, columns
+from lab.series import occupancy_per_second
+
+_CALLS = arrow_schema(CallRecord)
+#: The call columns the twin fills (the runner adds the replication and the cost).
+CALL_FIELDS = columns(CallRecord, without=("replication", "cost_usd"))
+STEP_FIELDS = columns(StepRecord, without=("replication",))
+
+
+def _typecode(name: str) -> str | None:
+    """array typecode of a call column: ``d`` floats, ``q`` integers, None for strings."""
+    t = _CALLS.field(name).type
+    if str(t).startswith("int"):
+        return "q"
+    if str(t) == "double":
+        return "d"
+    return None
 
 
 class CallLog:
-    """Columns of finished calls."""
+    """Finished calls, a typed array (or, for strings, a list of shared strings) per column.
+
+    :meth:`add` takes the values in :data:`CALL_FIELDS` order.
+    """
 
     def __init__(self) -> None:
-        self.cols: dict[str, list[object]] = {c: [] for c in CALL_COLUMNS}
+        self.cols: list[array[float] | array[int] | list[str | None]] = [
+            array(code) if (code := _typecode(name)) else [] for name in CALL_FIELDS]
+        self._appends = [col.append for col in self.cols]
 
-    def add(self, **rec: object) -> None:
-        for key, col in self.cols.items():
-            col.append(rec.get(key))
+    def add(self, *values: object) -> None:
+        for append, value in zip(self._appends, values, strict=True):
+            append(value)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        return len(self.cols["call_id"])
+        return len(self.cols[0])
+
+    def fill(self, rows: np.ndarray, **columns: np.ndarray) -> None:
+        """Set ``column[rows] = values`` for float columns filled after the fact."""
+        for name, values in columns.items():
+            col = self.cols[CALL_FIELDS.index(name)]
+            assert isinstance(col, array) and col.typecode == "d"
+            np.frombuffer(col, dtype=float)[rows] = values
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column as a numpy view (no copy)."""
+        col = self.cols[CALL_FIELDS.index(name)]
+        assert isinstance(col, array)
+        return np.frombuffer(col, dtype=np.dtype(col.typecode))
+
+    def frame(self) -> pd.DataFrame:
+        """The calls as a DataFrame; numeric columns are views of the log (no copy)."""
+        out = {}
+        for name, col in zip(CALL_FIELDS, self.cols, strict=True):
+            out[name] = (np.frombuffer(col, dtype=np.dtype(col.typecode)) if isinstance(
+                col, array) else np.array(col, dtype=object))
+        return pd.DataFrame(out, copy=False)
 
 
 class BusyTime:
-    """Busy-seconds per one-second bin from [start, end) intervals."""
+    """Busy-seconds per one-second bin from [start, end) intervals.
+
+    Intervals are kept (two doubles each) and integrated into the bins by
+    :func:`lab.series.occupancy_per_second` every :data:`FOLD` intervals, so memory
+    stays flat however many messages a run has.
+    """
+
+    FOLD = 65536
 
     def __init__(self) -> None:
-        self.bins: list[float] = []
+        self.starts: array[float] = array("d")
+        self.ends: array[float] = array("d")
+        self._bins = np.zeros(0)
 
     def add(self, start: float, end: float) -> None:
-        bins = self.bins
-        i = int(start)
-        last = int(end)
-        if last >= len(bins):
-            bins.extend([0.0] * (last + 1 - len(bins)))
-        if i == last:
-            bins[i] += end - start
+        self.starts.append(start)
+        self.ends.append(end)
+        if len(self.starts) >= self.FOLD:
+            self.fold()
+
+    def fold(self) -> None:
+        """Integrate the kept intervals into the bins and forget them."""
+        if not self.starts:
             return
-        bins[i] += i + 1 - start
-        for k in range(i + 1, last):
-            bins[k] += 1.0
-        bins[last] += end - last
+        starts = np.frombuffer(self.starts, dtype=float)
+        ends = np.frombuffer(self.ends, dtype=float)
+        n = int(np.ceil(ends.max())) + 1
+        if n > self._bins.size:
+            self._bins = np.concatenate([self._bins, np.zeros(n - self._bins.size)])
+        self._bins[:n] += occupancy_per_second(starts, ends, n)
+        del starts, ends
+        self.starts, self.ends = array("d"), array("d")
 
     def array(self, n: int) -> np.ndarray:
+        self.fold()
         out = np.zeros(n)
-        m = min(n, len(self.bins))
-        out[:m] = self.bins[:m]
+        m = min(n, self._bins.size)
+        out[:m] = self._bins[:m]
         return out
-

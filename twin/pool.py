@@ -12,8 +12,8 @@ concurrency slots are both such pools.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
+from heapq import heapreplace
 
 from twin.monitors import BusyTime
 
@@ -28,6 +28,7 @@ class FcfsPool:
         self._free = [0.0] * servers  # heap: when each server becomes free
         self._queued_starts: deque[float] = deque()  # start times of jobs still waiting
         self.busy = busy  # per-second busy time, when a time series is wanted
+        self._busy_add = busy.add if busy is not None else None
         self.count_from_s = count_from_s
         self.busy_s = 0.0  # busy server-seconds after count_from_s
         self.jobs = 0
@@ -42,18 +43,44 @@ class FcfsPool:
 
     def book(self, now: float, service_s: float) -> float:
         """Book a job arriving at ``now`` (the current simulated time); return its start."""
-        start = self._free[0]
+        free = self._free
+        start = free[0]
         if start < now:
             start = now
-        finish = start + service_s
-        heapq.heapreplace(self._free, finish)
-        if start > now:
+        elif start > now:
             if self.track_backlog:
                 self._queued_starts.append(start)
             self.waited += 1
-        if self.busy is not None:
-            self.busy.add(start, finish)
-        if finish > self.count_from_s:
-            self.busy_s += finish - max(start, self.count_from_s)
+        finish = start + service_s
+        heapreplace(free, finish)
+        if self._busy_add is not None:
+            self._busy_add(start, finish)
+        c = self.count_from_s
+        if finish > c:
+            self.busy_s += finish - (start if start > c else c)
         self.jobs += 1
         return start
+
+    def book_many(self, arrivals: list[float], services: list[float]) -> list[float]:
+        """Book jobs in the order given (their arrival order): what :meth:`book` would
+        return for each, and the same waits and busy time, in one tight loop."""
+        if self.busy is not None or self.track_backlog:
+            raise ValueError("book_many: only for pools without a busy series or backlog")
+        free, c = self._free, self.count_from_s
+        starts: list[float] = []
+        push = starts.append
+        waited, busy_s = self.waited, self.busy_s
+        for now, service_s in zip(arrivals, services, strict=True):
+            start = free[0]
+            if start < now:
+                start = now
+            elif start > now:
+                waited += 1
+            finish = start + service_s
+            heapreplace(free, finish)
+            if finish > c:
+                busy_s += finish - (start if start > c else c)
+            push(start)
+        self.waited, self.busy_s = waited, busy_s
+        self.jobs += len(starts)
+        return starts

@@ -18,6 +18,7 @@ Timers B, F and H still bound the wait.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 def invite_offsets(t1_s: float, timer_b_s: float) -> list[float]:
@@ -55,15 +56,15 @@ class Timers:
     timer_f_s = timer_b_s
     timer_h_s = timer_b_s
 
-    @property
+    @cached_property
     def invite(self) -> list[float]:
         return [0.0] if self.reliable else invite_offsets(self.t1_s, self.timer_b_s)
 
-    @property
+    @cached_property
     def non_invite(self) -> list[float]:
         return [0.0] if self.reliable else capped_offsets(self.t1_s, self.t2_s, self.timer_b_s)
 
-    @property
+    @cached_property
     def response(self) -> list[float]:
         """Timer G (and the UAS's 2xx retransmission) schedule."""
         return [0.0] if self.reliable else capped_offsets(self.t1_s, self.t2_s, self.timer_b_s)

@@ -13,29 +13,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
-from typing import Any
 
-import simpy
-
+from twin.environment import Environment
 from twin.network import Link
 from twin.proxy import WorkerPool
 from twin.sip import Timers
 
 INF = math.inf
-Gen = Generator[simpy.Event, Any, float]
+Gen = Generator[float, None, float]
 
 
 class NonInvite:
     """Runs non-INVITE transactions between the caller and the agent, via the proxy."""
 
-    def __init__(self, env: simpy.Environment, proxy: WorkerPool, up: Link, down: Link,
-                 timers: Timers, send: Callable[[Link], float | None]) -> None:
+    def __init__(self, env: Environment, proxy: WorkerPool, up: Link, down: Link,
+                 timers: Timers, reliable: bool = False) -> None:
         self.env = env
         self.proxy = proxy
         self.up = up
         self.down = down
         self.timers = timers
-        self.send = send
+        # a message's delay to the far end (None: lost), each direction
+        self.send_up = up.send_reliable if reliable else up.send
+        self.send_down = down.send_reliable if reliable else down.send
         self.far_rx = INF  # when the far end received the last transaction's request
 
     def from_caller(self, sent_at: float,
@@ -46,24 +46,29 @@ class NonInvite:
         env, proxy = self.env, self.proxy
         forwarded = False
         for off in self.timers.non_invite:
-            d = self.send(self.up)
+            d = self.send_up()
             if d is None:
                 continue
-            yield from self._wait_until(sent_at + off + d)
+            wake = sent_at + off + d
+            if wake > self.env.now:
+                yield wake - self.env.now
             fin = proxy.book(env.now)
             assert fin is not None
             if not forwarded:  # the agent answers at once; its 200 crosses the proxy
-                yield from self._wait_until(fin)
+                if fin > self.env.now:
+                    yield fin - self.env.now
                 self.far_rx = fin
                 forwarded = True
                 if on_forward is not None:
                     on_forward(fin)
                 fin = proxy.book(env.now)
                 assert fin is not None
-            d = self.send(self.down)  # the (stored) final response to this copy
+            d = self.send_down()  # the (stored) final response to this copy
             if d is not None:
                 return fin + d
-        yield from self._wait_until(sent_at + self.timers.timer_f_s)
+        wake = sent_at + self.timers.timer_f_s
+        if wake > self.env.now:
+            yield wake - self.env.now
         return INF
 
     def from_agent(self, sent_at: float) -> Gen:
@@ -71,23 +76,26 @@ class NonInvite:
         the final response (INF on Timer F)."""
         env, proxy = self.env, self.proxy
         for off in self.timers.non_invite:
-            yield from self._wait_until(sent_at + off)
+            wake = sent_at + off
+            if wake > self.env.now:
+                yield wake - self.env.now
             fin = proxy.book(env.now)
             assert fin is not None
-            d = self.send(self.down)
+            d = self.send_down()
             if d is None:
                 continue
             self.far_rx = fin + d
-            d2 = self.send(self.up)  # the caller answers at once
+            d2 = self.send_up()  # the caller answers at once
             if d2 is None:
                 continue
-            yield from self._wait_until(fin + d + d2)
+            wake = fin + d + d2
+            if wake > self.env.now:
+                yield wake - self.env.now
             back = proxy.book(env.now)
             assert back is not None
             return back
-        yield from self._wait_until(sent_at + self.timers.timer_f_s)
+        wake = sent_at + self.timers.timer_f_s
+        if wake > self.env.now:
+            yield wake - self.env.now
         return INF
 
-    def _wait_until(self, t: float) -> Generator[simpy.Event, Any, None]:
-        if t > self.env.now:
-            yield self.env.timeout(t - self.env.now)
