@@ -1,4 +1,4 @@
-"""The AI agent's turn loop: VAD → STT → LLM → TTS, each stage a provider with limited slots.
+"""The AI agent's turn pipeline: VAD → STT → LLM → TTS, each stage a provider with limited slots.
 
 One conversational turn, as the caller lives it::
 
@@ -16,37 +16,50 @@ Voice-to-voice latency is the whole chain: caller stops speaking → first agent
 audio at the caller's ear. Each provider with a ``concurrency`` cap is an FCFS
 pool (:mod:`twin.pool`) — with exponential service times that is an M/M/c queue,
 whose wait is Erlang C. ``concurrency: null`` means the provider never queues.
-
 The TTS starts on the LLM's first tokens (streaming pipelines speak the first
-sentence while the rest is generated), and its slot is held for the time to
-first byte.
+sentence while the rest is generated), and its slot is held for the time to first
+byte. A provider over its ``rate_limit_rpm`` answers 429: the agent backs off (full
+jitter, exponential) and retries, and after ``max_retries`` plays a canned fallback
+without that stage (the turn is ``failed``). A caller may barge in: the turn then ends
+``barge_in_s`` into the reply, when the agent's VAD hears the caller and it falls silent.
+
+Random numbers: every turn's own draws -- endpointing, STT latency, time to first
+token, tokens, time to first byte, media delay each way -- are drawn up front, in turn
+order, each quantity from its own named stream (:class:`TurnInputs`). A turn's draws
+therefore never depend on the order in which the simulation happens to serve turns:
+the same seed gives every turn the same latencies whatever the providers' caps, so
+comparing two deployments compares the deployments, not two samples (common random
+numbers, Law & Kelton ch. 11).
+
+How it runs: a call's run of consecutive turns is a *conversation*
+(:meth:`Pipeline.converse`). With no rate limit, the conversations' requests to capped
+providers are served by :class:`twin.lanes.Lanes` in arrival order, a window at a time,
+without a simulation wait per request; otherwise each conversation is a timeout-only
+process that waits where it books (:meth:`Pipeline._converse`). Both give the same
+results; tests check it.
 """
 
 from __future__ import annotations
 
-from array import array
+import math
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import simpy
+from numpy.typing import NDArray
 
+from lab.plan import CallPlan
 from lab.spec import Deployment
 from lab.streams import Streams
-from twin.network import Link
+from twin.environment import Environment
 from twin.pool import FcfsPool
+from twin.turns import TurnInputs, TurnRuns
 
 STAGES = ("stt", "llm", "tts")
-TURN_COLUMNS = (
-    "call_id", "turn", "start_s", "voice_to_voice_ms", "vad_ms", "stt_ms", "llm_ms", "tts_ms",
-    "network_ms", "queue_ms", "stt_wait_ms", "llm_wait_ms", "tts_wait_ms",
-    "caller_speech_s", "agent_speech_s", "llm_tokens", "retries", "failed", "barge_in",
-)  # fmt: skip
-
-
-INT_COLUMNS = ("call_id", "turn", "retries", "failed", "barge_in")
+#: Shortest caller utterance for which the lanes serve requests (their window is the
+#: shortest utterance: no request can arrive sooner than that after it is known).
+MIN_LOOKAHEAD_S = 1e-3
 
 
 class RateLimit:
@@ -78,15 +91,19 @@ class Stage:
         self.limit = RateLimit(rpm) if rpm else None
 
 
-class Agent:
-    """The voice agent of one replication: its media path and its three providers."""
+class Pipeline:
+    """The voice agent of one replication: its providers, its turns' inputs and results.
 
-    def __init__(self, dep: Deployment, streams: Streams, warmup_s: float = 0.0) -> None:
-        ai, media = dep.ai, dep.media
-        self.up = Link(dep.network, streams.rng("media.up"))
-        self.down = Link(dep.network, streams.rng("media.down"))
-        self.ptime_s = media.ptime_ms / 1000.0
-        self.jitter_buffer_s = media.jitter_buffer_ms / 1000.0
+    Results are kept per turn ``g`` in arrays: when the caller stopped speaking
+    (``spoke``), when each stage started (``s1``, ``s2``, ``s3``), when the reply was
+    heard (``heard``), retries, whether a stage failed, and whether the turn ran.
+    """
+
+    def __init__(self, env: Environment, dep: Deployment, streams: Streams,
+                 plan: Sequence[CallPlan], warmup_s: float = 0.0) -> None:
+        ai = dep.ai
+        self.env = env
+        self.jitter_buffer_s = dep.media.jitter_buffer_ms / 1000.0
         self.tokens_per_s = ai.llm.tokens_per_s
         self.stages = {name: Stage(name, cfg.concurrency, cfg.rate_limit_rpm, warmup_s)
                        for name, cfg in (("stt", ai.stt), ("llm", ai.llm), ("tts", ai.tts))}
@@ -94,145 +111,142 @@ class Agent:
         self.retry_base_s = ai.retry_base_ms / 1000.0
         self.max_retries = ai.max_retries
         self._jitter = streams.rng("ai.retry")
-        self.turns = 0
-        # draws in milliseconds, as the spec gives them
-        self.vad_ms = ai.vad_ms.sampler(streams.rng("ai.vad"))
-        self.stt_ms = ai.stt.latency_ms.sampler(streams.rng("ai.stt"))
-        self.ttft_ms = ai.llm.ttft_ms.sampler(streams.rng("ai.llm.ttft"))
-        self.tokens = ai.llm.tokens.sampler(streams.rng("ai.llm.tokens"))
-        self.ttfb_ms = ai.tts.ttfb_ms.sampler(streams.rng("ai.tts"))
-        # one flat array of doubles, a row of len(TURN_COLUMNS) per turn: ~2 M turns fit in
-        # ~300 MB instead of ~2 GB of Python floats, and a row is one extend, not 19 appends
-        self.rows: array[float] = array("d")
+        self.runs = TurnRuns(plan)
+        self.inputs = TurnInputs(plan, self.runs, dep, streams)
+        n = self.inputs.n
+        self.spoke, self.s1, self.s2, self.s3, self.heard = (np.full(n, math.nan)
+                                                             for _ in range(5))
+        self.done = np.zeros(n, dtype=bool)
+        self.retries = np.zeros(n, dtype=np.int32) if self.limited else None
+        self.failed = np.zeros(n, dtype=bool) if self.limited else None
+        self.lanes: Any = None
+        if not self.limited and self.inputs.lookahead_s >= MIN_LOOKAHEAD_S:
+            from twin.lanes import Lanes
 
-    def _media(self, link: Link) -> float:
-        """One-way media delay; a lost packet's audio arrives with the next one (one ptime)."""
-        d = link.send()
-        return (d if d is not None else link.delay_s + self.ptime_s) + self.ptime_s
+            self.lanes = Lanes(self, self.inputs.lookahead_s)
 
-    def turn(self, env: simpy.Environment, call_id: int, index: int, spoke_until: float,
-             caller_speech_s: float, agent_speech_s: float, barge_in_s: float | None = None
-             ) -> Generator[simpy.Event, Any, float]:
-        """Run one turn; return when the caller starts its next utterance.
+    @property
+    def turns(self) -> int:
+        return int(self.done.sum())
 
-        That is when the agent's reply has finished playing at the caller — or, if the
-        caller barges in ``barge_in_s`` into the reply, right then (the agent falls
-        silent once its VAD hears the caller, overlapping the caller's first words).
-        """
-        if self.limited:
-            return (yield from self._turn_limited(env, call_id, index, spoke_until,
-                                                  caller_speech_s, agent_speech_s, barge_in_s))
-        # The bookings are written out rather than delegated: this is the twin's hottest
-        # loop (two million turns in a busy hour), and a provider only costs a
-        # simulation event when its slots are capped.
-        stt, llm, tts = self.stages["stt"].pool, self.stages["llm"].pool, self.stages["tts"].pool
-        up = self._media(self.up)
-        vad = self.vad_ms() * 0.001
-        asked = spoke_until + up + vad
-        stt_s = self.stt_ms() * 0.001
-        s1 = asked
-        if stt is not None:
-            if asked > env.now:
-                yield env.timeout(asked - env.now)
-            s1 = stt.book(env.now, stt_s)  # now = asked, or later if asked already passed
-        transcript = s1 + stt_s
-        ttft, tokens = self.ttft_ms() * 0.001, max(0.0, self.tokens())
-        s2 = transcript
-        if llm is not None:
-            if transcript > env.now:
-                yield env.timeout(transcript - env.now)
-            s2 = llm.book(env.now, ttft + tokens / self.tokens_per_s)
-        first_token = s2 + ttft
-        ttfb = self.ttfb_ms() * 0.001
-        s3 = first_token
-        if tts is not None:
-            if first_token > env.now:
-                yield env.timeout(first_token - env.now)
-            s3 = tts.book(env.now, ttfb)
-        down = self._media(self.down) + self.jitter_buffer_s
-        heard = s3 + ttfb + down
-        self._log(call_id, index, spoke_until, heard, vad, stt_s, ttft, ttfb, up + down,
-                  (s1 - asked, s2 - transcript, s3 - first_token), caller_speech_s,
-                  agent_speech_s, tokens, 0, False, barge_in_s is not None)
-        return heard + (agent_speech_s if barge_in_s is None else barge_in_s)
+    def converse(self, g0: int, n: int, t: float, on_end: Callable[[float], None]) -> None:
+        """Start the turns ``g0 .. g0 + n - 1`` of one call: the caller starts speaking at
+        ``t``; ``on_end(t_end)`` is called (at ``t_end``, or at once if that has passed)
+        when the caller starts talking again after the last turn."""
+        if self.lanes is not None:
+            self.lanes.submit(g0, n, t, on_end)
+        else:
+            self.env.start(self._converse(g0, n, t, on_end))
 
-    def _turn_limited(self, env: simpy.Environment, call_id: int, index: int,
-                      spoke_until: float, caller_speech_s: float, agent_speech_s: float,
-                      barge_in_s: float | None) -> Generator[simpy.Event, Any, float]:
-        """The same turn when a provider has a rate limit: 429s, backoff and retries.
+    # ------------------------------------------------------------------ one process per call
+    def _converse(self, g0: int, n: int, t: float, on_end: Callable[[float], None]
+                  ) -> Generator[float, float, None]:
+        """The conversation as a process that waits for each capped provider."""
+        for g in range(g0, g0 + n):
+            t = yield from self._turn(g, t)
+        if t > self.env.now:
+            yield t - self.env.now
+        on_end(t)
 
-        A request still refused after ``max_retries`` makes the agent play a canned
-        fallback ("sorry, one moment") without that stage: the turn is ``failed``.
-        """
-        up = self._media(self.up)
-        vad = self.vad_ms() * 0.001
-        asked = spoke_until + up + vad
-        stt_s = self.stt_ms() * 0.001
-        s1, r1, ok1 = yield from self._request(env, self.stages["stt"], asked, stt_s)
-        stt_s = stt_s if ok1 else 0.0
-        transcript = s1 + stt_s
-        ttft, tokens = self.ttft_ms() * 0.001, max(0.0, self.tokens())
-        s2, r2, ok2 = yield from self._request(env, self.stages["llm"], transcript,
-                                               ttft + tokens / self.tokens_per_s, ok1)
-        ttft = ttft if ok2 else 0.0
-        first_token = s2 + ttft
-        ttfb = self.ttfb_ms() * 0.001
-        s3, r3, ok3 = yield from self._request(env, self.stages["tts"], first_token, ttfb,
-                                               ok2)
-        ttfb = ttfb if ok3 else 0.0
-        down = self._media(self.down) + self.jitter_buffer_s
-        heard = s3 + ttfb + down
-        self._log(call_id, index, spoke_until, heard, vad, stt_s, ttft, ttfb, up + down,
-                  (s1 - asked, s2 - transcript, s3 - first_token), caller_speech_s,
-                  agent_speech_s, tokens, r1 + r2 + r3, not (ok1 and ok2 and ok3),
-                  barge_in_s is not None)
-        return heard + (agent_speech_s if barge_in_s is None else barge_in_s)
+    def _turn(self, g: int, t: float) -> Generator[float, float, float]:
+        inp = self.inputs
+        spoke = t + float(inp.caller_s[g])
+        asked = spoke + float(inp.up_s[g]) + float(inp.vad_ms[g]) * 0.001
+        stt_s = float(inp.stt_ms[g]) * 0.001
+        s1, r1, ok1 = yield from self._request(self.stages["stt"], asked, stt_s)
+        transcript = s1 + (stt_s if ok1 else 0.0)
+        ttft = float(inp.ttft_ms[g]) * 0.001
+        hold = ttft + float(inp.tokens[g]) / self.tokens_per_s
+        s2, r2, ok2 = yield from self._request(self.stages["llm"], transcript, hold, ok1)
+        first_token = s2 + (ttft if ok2 else 0.0)
+        ttfb = float(inp.ttfb_ms[g]) * 0.001
+        s3, r3, ok3 = yield from self._request(self.stages["tts"], first_token, ttfb, ok2)
+        heard = s3 + (ttfb if ok3 else 0.0) + (float(inp.down_s[g]) + self.jitter_buffer_s)
+        self.spoke[g], self.s1[g], self.s2[g], self.s3[g], self.heard[g] = (
+            spoke, s1, s2, s3, heard)
+        self.done[g] = True
+        if self.retries is not None and self.failed is not None:
+            self.retries[g] = r1 + r2 + r3
+            self.failed[g] = not (ok1 and ok2 and ok3)
+            for ok, col in ((ok1, inp.stt_ms), (ok2, inp.ttft_ms), (ok3, inp.ttfb_ms)):
+                if not ok:
+                    col[g] = 0.0  # the stage did not run: it took no time
+        barge = float(inp.barge_s[g])
+        return heard + (barge if barge == barge else float(inp.agent_s[g]))
 
-    def _request(self, env: simpy.Environment, st: Stage, at: float, hold_s: float,
-                 needed: bool = True) -> Generator[simpy.Event, Any, tuple[float, int, bool]]:
+    def _request(self, st: Stage, at: float, hold_s: float, needed: bool = True
+                 ) -> Generator[float, float, tuple[float, int, bool]]:
         """Ask a provider at ``at``; return (service start, retries, served)."""
         if not needed:
             return at, 0, False  # the turn already fell back to the canned reply
+        if st.pool is None and st.limit is None:
+            return at, 0, True
+        env = self.env
         retries, t = 0, at
         while True:
             if t > env.now:
-                yield env.timeout(t - env.now)
-            now = max(t, env.now)
-            if st.limit is None or st.limit.admit(now):
+                yield t - env.now
+            if st.limit is None or st.limit.admit(t):
                 break
             if retries >= self.max_retries:
-                return now, retries, False
+                return t, retries, False
             retries += 1
-            t = now + float(self._jitter.random()) * self.retry_base_s * 2.0 ** (retries - 1)
-        start = st.pool.book(now, hold_s) if st.pool is not None else now
+            t = t + float(self._jitter.random()) * self.retry_base_s * 2.0 ** (retries - 1)
+        start = st.pool.book(t, hold_s) if st.pool is not None else t
         return start, retries, True
 
-    def _log(self, call_id: int, index: int, spoke_until: float, heard: float, vad: float,
-             stt_s: float, ttft: float, ttfb: float, network: float,
-             waits: tuple[float, float, float], caller_speech_s: float, agent_speech_s: float,
-             tokens: float, retries: int, failed: bool, barged: bool) -> None:
-        w1, w2, w3 = waits
-        self.rows.extend((call_id, index, spoke_until, (heard - spoke_until) * 1e3, vad * 1e3,
-                          stt_s * 1e3, ttft * 1e3, ttfb * 1e3, network * 1e3,
-                          (w1 + w2 + w3) * 1e3, w1 * 1e3, w2 * 1e3, w3 * 1e3,
-                          caller_speech_s, agent_speech_s, tokens, retries, failed, barged))
-        self.turns += 1
+    # ------------------------------------------------------------------ results
+    def frame_columns(self) -> dict[str, NDArray[Any]]:
+        """The turns that ran, as the columns of :class:`lab.records.TurnRecord`.
+
+        When every planned turn ran (the usual case) the input columns are the table's
+        columns as they are, not copies; the per-stage start times are given up as the
+        waits are derived from them, so a busy hour's turns are in memory about once.
+        """
+        inp, done = self.inputs, self.done
+        every = bool(done.all())
+
+        def ran(a: NDArray[Any]) -> NDArray[Any]:
+            return a if every else a[done]
+
+        call_of, step, _ = self.runs.numbering()
+        call_of, step = ran(call_of), ran(step).astype(np.int32)
+        spoke, up, vad, stt, ttft, ttfb = (ran(a) for a in (
+            self.spoke, inp.up_s, inp.vad_ms, inp.stt_ms, inp.ttft_ms, inp.ttfb_ms))
+        s1, s2 = ran(self.s1), ran(self.s2)
+        w1 = s1 - (spoke + up + vad * 0.001)
+        w2 = s2 - (s1 + stt * 0.001)
+        del s1
+        self.s1 = np.empty(0)
+        w3 = ran(self.s3) - (s2 + ttft * 0.001)
+        del s2
+        self.s2 = self.s3 = np.empty(0)
+        v2v = (ran(self.heard) - spoke) * 1e3
+        self.heard = np.empty(0)
+        network = (up + (ran(inp.down_s) + self.jitter_buffer_s)) * 1e3
+        inp.up_s = inp.down_s = np.empty(0)
+        del up
+        queue = (w1 + w2 + w3) * 1e3
+        for w in (w1, w2, w3):
+            w *= 1e3  # in place: the same values as w * 1e3
+        n = spoke.size
+        return {
+            "call_id": call_of, "turn": step,
+            "voice_to_voice_ms": v2v, "vad_ms": vad, "stt_ms": stt,
+            "llm_ms": ttft, "tts_ms": ttfb, "network_ms": network,
+            "queue_ms": queue, "start_s": spoke,
+            "stt_wait_ms": w1, "llm_wait_ms": w2, "tts_wait_ms": w3,
+            "caller_speech_s": ran(inp.caller_s), "agent_speech_s": ran(inp.agent_s),
+            "llm_tokens": ran(inp.tokens),
+            "retries": ran(self.retries) if self.retries is not None else np.zeros(
+                n, dtype=np.int32),
+            "failed": ran(self.failed) if self.failed is not None else np.zeros(n, bool),
+            "barge_in": ~np.isnan(ran(inp.barge_s)),
+        }
 
     def usage(self) -> dict[str, dict[str, Any]]:
         """Per stage: slots (None = unlimited), requests, busy slot-seconds after warm-up."""
-        return {name: {"servers": st.pool.servers if st.pool else None,
-                       "requests": self.turns,
+        n = self.turns
+        return {name: {"servers": st.pool.servers if st.pool else None, "requests": n,
                        "busy_s": st.pool.busy_s if st.pool else 0.0}
                 for name, st in self.stages.items()}
-
-
-def turns_frame(rows: array[float]) -> pd.DataFrame:
-    """The turn rows as a DataFrame (a zero-copy view of the array, then typed columns)."""
-    flat = np.frombuffer(rows, dtype=float) if len(rows) else np.empty(0)
-    table = flat.reshape(-1, len(TURN_COLUMNS))
-    out = pd.DataFrame(table, columns=list(TURN_COLUMNS))
-    for col in INT_COLUMNS:
-        out[col] = out[col].astype(np.int64)
-    for flag in ("failed", "barge_in"):
-        out[flag] = out[flag].astype(bool)
-    return out

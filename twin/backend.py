@@ -9,15 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from lab.backend import Journal, Progress, Replication
 from lab.errors import SpecError
+from lab.memory import release
 from lab.plan import CallPlan
 from lab.records import CALL_SCHEMA, STEP_SCHEMA, TURN_SCHEMA
 from lab.results import conform, timeseries
 from lab.spec import Experiment
-from twin.ai import turns_frame
 from twin.media import MediaPath
 from twin.model import Twin
 
@@ -49,25 +50,30 @@ class TwinBackend:
 def run_replication(exp: Experiment, replication: int, plan: Sequence[CallPlan],
                     progress: Progress | None = None) -> Replication:
     """Simulate one replication of ``exp`` with the calls of ``plan``."""
-    twin = Twin(exp, replication)
+    twin = Twin(exp, replication, plan)
     wall0 = time.perf_counter()
     interrupted = False
     try:
-        twin.run(plan, progress)
+        twin.run(progress)
     except KeyboardInterrupt:
         interrupted = True
     wall = time.perf_counter() - wall0
-    calls = pd.DataFrame(twin.log.cols).sort_values("call_id", kind="stable")
-    calls = conform(calls.assign(replication=replication), CALL_SCHEMA)
+    release()  # the event loop's freed objects, before the tables are built
+    calls = twin.log.frame()
+    calls["replication"] = np.full(len(calls), replication, dtype=np.int32)
+    if not calls["call_id"].is_monotonic_increasing:
+        calls = calls.sort_values("call_id", kind="stable")
+    calls = conform(calls, CALL_SCHEMA)
     sim_s = float(twin.env.now)
     ts = timeseries(calls, sim_s, exp.deployment.trunk.channels)
     ts["proxy_utilization"] = twin.proxy_busy.array(len(ts)) / exp.deployment.proxy.workers
-    turns = turns_frame(twin.agent.rows).assign(replication=replication)
+    turns = pd.DataFrame(twin.agent.frame_columns(), copy=False)
+    turns["replication"] = replication
     steps = pd.DataFrame(twin.features.cols).assign(replication=replication)
     return Replication(
         calls=calls, turns=conform(turns, TURN_SCHEMA), steps=conform(steps, STEP_SCHEMA),
         timeseries=ts, usage=twin.agent.usage(),
         facts={"wall_s": wall, "sim_s": sim_s,
-               "events": next(twin.env._eid),  # events scheduled (SimPy's event counter)
+               "events": twin.env.events,
                "proxy_messages": twin.proxy.messages},
         interrupted=interrupted)

@@ -27,8 +27,6 @@ import math
 from collections.abc import Generator
 from typing import Any
 
-import simpy
-
 from lab.plan import Dtmf, Message, OnHold, Transfer
 from twin.transaction import NonInvite
 
@@ -38,7 +36,7 @@ DTMF_GAP_S = 0.04  # inter-digit pause before the next event
 STEP_COLUMNS = ("call_id", "step", "kind", "start_s", "duration_ms", "ok")
 
 Feature = Dtmf | Message | OnHold | Transfer
-Gen = Generator[simpy.Event, Any, float]
+Gen = Generator[float, None, float]
 
 
 class Features:
@@ -47,7 +45,8 @@ class Features:
     def __init__(self, tx: NonInvite, media_down_s: float) -> None:
         self.tx = tx
         self.env, self.proxy, self.timers = tx.env, tx.proxy, tx.timers
-        self.up, self.down, self.send = tx.up, tx.down, tx.send
+        self.up, self.down = tx.up, tx.down
+        self.send_up, self.send_down = tx.send_up, tx.send_down
         self.media_down_s = media_down_s  # packetisation + jitter buffer at the caller
         self.cols: dict[str, list[Any]] = {c: [] for c in STEP_COLUMNS}
         self.far_rx = INF
@@ -78,12 +77,12 @@ class Features:
         keyed = len(step.digits) * DTMF_TONE_S + (len(step.digits) - 1) * DTMF_GAP_S
         # RFC 4733 sends the end packet three times: the digit is lost only if all are
         for _ in range(3):
-            d_up = self.send(self.up)
+            d_up = self.send_up()
             if d_up is not None:
                 break
         else:
             return INF
-        d_down = self.send(self.down)
+        d_down = self.send_down()
         d_down = d_down if d_down is not None else self.down.delay_s
         return t + keyed + d_up + d_down + self.media_down_s
 
@@ -99,7 +98,8 @@ class Features:
         end = notified if ok else referred + self.timers.timer_f_s
         self._record(call_id, index, "transfer", t, end, ok)
         # the agent's BYE of its leg crosses the proxy while the caller talks on
-        yield from self._wait_until(end)
+        if end > self.env.now:
+            yield end - self.env.now
         self.proxy.book(max(end, self.env.now))
         return end + step.talk_s
 
@@ -112,9 +112,6 @@ class Features:
         self.far_rx = tx.far_rx
         return done
 
-    def _wait_until(self, t: float) -> Generator[simpy.Event, Any, None]:
-        if t > self.env.now:
-            yield self.env.timeout(t - self.env.now)
 
     def _record(self, call_id: int, index: int, kind: str, start: float, end: float,
                 ok: bool) -> None:

@@ -24,15 +24,17 @@ lossless call to about five simulation events.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterable
+from array import array
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
-import simpy
+import numpy as np
 
-from lab.plan import CallPlan, Talk, Turn
+from lab.plan import CallPlan, Dtmf, Message, OnHold, Talk, Transfer, Turn, Turns
 from lab.spec import Experiment
 from lab.streams import Streams
-from twin.ai import Agent
+from twin.ai import Pipeline
+from twin.environment import Environment, Proc
 from twin.features import Features
 from twin.media import MediaPath
 from twin.monitors import BusyTime, CallLog
@@ -41,19 +43,24 @@ from twin.proxy import WorkerPool
 from twin.sip import Timers
 from twin.transaction import NonInvite
 from twin.trunk import Trunk
+from twin.turns import Block
 
 INF = math.inf
-Proc = Generator[simpy.Event, Any, None]
+_TALK = frozenset((Talk, Turn, Turns))  # script steps that send no SIP message
 
 
 class Twin:
     """One replication of the SIP/trunk twin, assembled from an experiment."""
 
-    def __init__(self, exp: Experiment, replication: int = 0) -> None:
+    def __init__(self, exp: Experiment, replication: int = 0,
+                 plan: Sequence[CallPlan] = ()) -> None:
         dep = exp.deployment
+        self.plan = plan
         streams = Streams(exp.seed, replication)
         self.exp = exp
-        self.env = simpy.Environment()
+        # calendar buckets of ~32 wake-ups (a call waits ~8 times)
+        self.env = Environment(bucket_s=min(1.0, max(1e-3, 32.0 * exp.duration_s / max(
+            1, 8 * len(plan)))))
         self.up = Link(dep.network, streams.rng("network.up"))
         self.down = Link(dep.network, streams.rng("network.down"))
         self.reliable = dep.sip.transport != "udp"
@@ -67,65 +74,86 @@ class Twin:
         self.media_rng = streams.rng("media")
         self.media_active = 0
         self.answer_s = dep.agent.answer_ms / 1000.0
-        self.agent = Agent(dep, streams, exp.warmup_s)
-        self.tx = NonInvite(self.env, self.proxy, self.up, self.down, self.timers, self._send)
+        self.agent = Pipeline(self.env, dep, streams, plan, exp.warmup_s)
+        self.tx = NonInvite(self.env, self.proxy, self.up, self.down, self.timers,
+                            self.reliable)
+        self._send_up, self._send_down = self.tx.send_up, self.tx.send_down
         self.features = Features(self.tx, (dep.media.ptime_ms + dep.media.jitter_buffer_ms)
                                  / 1000.0)
         self.log = CallLog()
+        self.rated: array[int] = array("q")  # call log rows of answered calls, in hang-up order
         self._invite = self.timers.invite
         self._response = self.timers.response
 
     # ------------------------------------------------------------------ driving
-    def run(self, plan: Iterable[CallPlan], progress: Any = None) -> None:
-        """Run every planned call to its end."""
-        self.env.process(self._arrivals(plan, progress))
-        self.env.run()
+    def run(self, progress: Any = None) -> None:
+        """Run every planned call to its end (on Ctrl-C, rate what finished, re-raise)."""
+        self.env.start(self._arrivals(self.plan, progress))
+        try:
+            self.env.run()
+        finally:
+            self.rate_media()
 
     def _arrivals(self, plan: Iterable[CallPlan], progress: Any) -> Proc:
         env = self.env
-        process = env.process
+        process = env.start
         call = self._call
         next_tick = 0.0
         for c in plan:
             if c.start_s > env.now:
-                yield env.timeout(c.start_s - env.now)
+                yield c.start_s - env.now
             process(call(c))
             if progress is not None and env.now >= next_tick:
                 progress(env.now)
                 next_tick = env.now + 60.0
 
-    def _send(self, link: Link) -> float | None:
-        return link.send_reliable() if self.reliable else link.send()
+    def rate_media(self) -> None:
+        """Each answered call's voice quality, in hang-up order, into the call log.
+
+        Each call's rating takes one draw of the ``media`` stream (its first packet's
+        delay) in the order the calls hung up; rating them all at once at the end gives
+        the same values as rating each one as it hangs up, and is vectorised.
+        """
+        if not self.rated:
+            return
+        rows = np.frombuffer(self.rated, dtype=np.int64).copy()
+        self.rated = array("q")
+        talk = self.log.column("duration_s")[rows]  # each call's talk time
+        q = self.media.qualities(talk, self.media_rng.standard_normal(rows.size))
+        self.log.fill(rows, mos=q["MOS"], rtp_loss=q["loss"], mouth_to_ear_ms=q["delay_ms"])
 
     # ------------------------------------------------------------------ one call
     def _call(self, c: CallPlan) -> Proc:
         env, proxy = self.env, self.proxy
         t0 = env.now
+        runs = self.agent.runs.of(c.call_id)
         rec: dict[str, Any] = dict(
             call_id=c.call_id, scenario=c.scenario, source_ip=c.source_ip, start_s=t0,
             rejected_by=None, setup_ms=math.nan, pdd_ms=math.nan, duration_s=0.0,
-            turns=c.turns, admit_s=math.nan, release_s=math.nan,
+            turns=sum(r.n for r in runs) if runs else 0, admit_s=math.nan,
+            release_s=math.nan, mos=math.nan,
+            rtp_loss=math.nan, mouth_to_ear_ms=math.nan,
         )
         # --- INVITE client transaction: find the first copy that reaches the proxy
         offsets = self._invite
         arrival, first = INF, len(offsets)
         for k, off in enumerate(offsets):
-            d = self._send(self.up)
+            d = self._send_up()
             if d is not None:
                 arrival, first = t0 + off + d, k
                 break
         if arrival >= t0 + self.timers.timer_b_s:
-            yield env.timeout(t0 + self.timers.timer_b_s - env.now)
+            yield t0 + self.timers.timer_b_s - env.now
             self._end(rec, "failed", 408, len(offsets), env.now)
             return
-        yield env.timeout(arrival - env.now)
+        yield arrival - env.now
         f = proxy.book(arrival, new_call=True)
         if f is None:  # proxy backlog full: 503 at once, statelessly
             rec["rejected_by"] = "proxy"
             yield from self._final_failure(rec, t0, arrival, first, 503, "rejected")
             return
         if f > env.now:
-            yield env.timeout(f - env.now)
+            yield f - env.now
         refused = self.trunk.admit(f)
         if refused is None and self.media_cap is not None:
             if self.media_active >= self.media_cap:  # no relay/link room: 503 at once
@@ -134,7 +162,7 @@ class Twin:
                 refused = "media.relay" if by_relay else "media.link"
             else:
                 self.media_active += 1
-        prov = self._arrive(f, self.down)  # 100 Trying at the caller
+        prov = self._arrive_down(f)  # 100 Trying at the caller
         if refused is not None:
             rec["rejected_by"] = refused
             outcome = "blocked" if refused == Trunk.BLOCKED else "rejected"
@@ -144,19 +172,32 @@ class Twin:
         # --- the agent rings at once and answers after answer_s
         f180 = proxy.book(f)
         assert f180 is not None
-        ring = self._arrive(f180, self.down)
+        ring = self._arrive_down(f180)
         if ring < INF:
             rec["pdd_ms"] = (ring - t0) * 1000.0
         answered_at = f + self.answer_s
         if answered_at > env.now:
-            yield env.timeout(answered_at - env.now)
-        features = any(not isinstance(s, Talk | Turn) for s in c.steps)
-        got_200 = yield from self._deliver_2xx(answered_at, ack_aside=features)
+            yield answered_at - env.now
+        features = False
+        for s in c.script:
+            if type(s) not in _TALK:
+                features = True
+        talk = _Talk(self, c, rec) if runs or features else None
+        on_rx = None
+        if talk is not None and runs and runs[0].first == 0:
+            # the caller talks to the agent once it hears the 200 OK
+
+            def on_rx(rx: float) -> None:
+                if rx < t0 + self.timers.timer_b_s or min(prov, ring) < INF:  # answered
+                    talk.converse(runs[0], rx)
+        got_200 = yield from self._deliver_2xx(answered_at, ack_aside=features, on_rx=on_rx)
         tx = self._invite_copies(t0, first, min(prov, ring, got_200))
         if got_200 >= t0 + self.timers.timer_b_s and min(prov, ring) == INF:
             # no response at all before Timer B: the caller gives up; the agent's
             # channel is freed when its Timer H ends the unacknowledged 2xx
-            yield from self._wait_until(answered_at + self.timers.timer_h_s)
+            wake = answered_at + self.timers.timer_h_s
+            if wake > self.env.now:
+                yield wake - self.env.now
             self._release(rec, env.now)
             self._end(rec, "failed", 408, tx, t0 + self.timers.timer_b_s)
             return
@@ -168,32 +209,29 @@ class Twin:
         if math.isnan(rec["pdd_ms"]):
             rec["pdd_ms"] = rec["setup_ms"]  # 180 lost: the 200 is the first ringback
         # --- talk (and converse with the AI agent), then BYE
-        t = got_200
-        for k, step in enumerate(c.steps):
-            if isinstance(step, Turn):
-                t = yield from self.agent.turn(env, c.call_id, k, t + step.caller_speech_s,
-                                               step.caller_speech_s, step.agent_speech_s,
-                                               step.barge_in_s)
-            elif isinstance(step, Talk):
-                t += step.hold_s
-            else:
-                t = yield from self.features.run(c.call_id, k, step, t)
-        talk_s = t - got_200
+        if talk is not None:
+            talk.tx, talk.got_200 = tx, got_200
+            yield from talk.run(0, 0, got_200)
+            return
+        t = got_200  # talk only: no AI turns, no features
+        for step in c.script:
+            t += step.hold_s  # type: ignore[union-attr]
         done = yield from self._bye(rec, t)
-        rec["duration_s"] = talk_s
-        q = self.media.quality(talk_s, self.media_rng)
-        rec["mos"], rec["rtp_loss"], rec["mouth_to_ear_ms"] = q["MOS"], q["loss"], q["delay_ms"]
+        rec["duration_s"] = t - got_200
+        self.rated.append(len(self.log))
         self._end(rec, "answered", 200, tx, done)
 
     # ------------------------------------------------------------------ pieces
-    def _arrive(self, sent_at: float, link: Link) -> float:
-        """When a message sent at ``sent_at`` reaches the far end (INF when lost)."""
-        d = self._send(link)
+    def _arrive_down(self, sent_at: float) -> float:
+        """When a message the proxy sends at ``sent_at`` reaches the caller (INF: lost)."""
+        d = self._send_down()
         return INF if d is None else sent_at + d
 
-    def _wait_until(self, t: float) -> Proc:
-        if t > self.env.now:
-            yield self.env.timeout(t - self.env.now)
+    def _arrive_up(self, sent_at: float) -> float:
+        """When a message the caller sends at ``sent_at`` reaches the proxy (INF: lost)."""
+        d = self._send_up()
+        return INF if d is None else sent_at + d
+
 
     def _invite_copies(self, t0: float, first: int, response_at: float) -> int:
         """INVITE transmissions: every scheduled copy sent before a response arrived.
@@ -208,44 +246,54 @@ class Twin:
             if t0 + off >= limit:
                 break
             n += 1
-            d = self._send(self.up)
+            d = self._send_up()
             if d is not None:
-                self.env.process(self._absorb(t0 + off + d))
+                self.env.start(self._absorb(t0 + off + d))
         return n
 
     def _absorb(self, at: float) -> Proc:
         """A retransmission reaching the proxy: a worker recognises it and resends."""
-        yield from self._wait_until(at)
+        if at > self.env.now:
+            yield at - self.env.now
         self.proxy.book(max(at, self.env.now))
 
-    def _deliver_2xx(self, sent_at: float, ack_aside: bool = False
-                     ) -> Generator[simpy.Event, Any, float]:
+    def _deliver_2xx(self, sent_at: float, ack_aside: bool = False,
+                     on_rx: Callable[[float], None] | None = None
+                     ) -> Generator[float, None, float]:
         """The agent's 200 OK, retransmitted until the ACK arrives; when the caller got it.
 
         ``ack_aside`` books the ACK's pass through the proxy from a side process, for
         calls whose next step (a feature) may act before the ACK reaches the proxy.
+        ``on_rx(t)`` learns when the caller first received a 2xx, as soon as that is
+        known (the caller starts talking then, whatever becomes of its ACK).
         """
         env, proxy = self.env, self.proxy
         first_rx = INF
         for off in self._response:
             t = sent_at + off
-            yield from self._wait_until(t)
+            if t > self.env.now:
+                yield t - self.env.now
             fin = proxy.book(max(t, env.now))
             assert fin is not None
-            rx = self._arrive(fin, self.down)
+            rx = self._arrive_down(fin)
             if rx == INF:
                 continue
+            if first_rx == INF and on_rx is not None:
+                on_rx(rx)
             first_rx = min(first_rx, rx)
-            ack = self._arrive(rx, self.up)  # the caller ACKs each 2xx it receives
+            ack = self._arrive_up(rx)  # the caller ACKs each 2xx it receives
             if ack == INF:
                 continue
             if ack_aside:
-                env.process(self._absorb(ack))
+                env.start(self._absorb(ack))
                 return first_rx
-            yield from self._wait_until(ack)
+            if ack > self.env.now:
+                yield ack - self.env.now
             proxy.book(max(ack, env.now))
             return first_rx
-        yield from self._wait_until(sent_at + self.timers.timer_h_s)
+        wake = sent_at + self.timers.timer_h_s
+        if wake > self.env.now:
+            yield wake - self.env.now
         return first_rx
 
     def _final_failure(self, rec: dict[str, Any], t0: float, sent_at: float, first: int,
@@ -254,22 +302,25 @@ class Twin:
         env = self.env
         got = INF
         for off in self._response:
-            rx = self._arrive(sent_at + off, self.down)
+            rx = self._arrive_down(sent_at + off)
             if rx < INF:
                 got = rx
                 break
         tx = self._invite_copies(t0, first, min(prov, got))
         if got == INF:
-            yield from self._wait_until(t0 + self.timers.timer_b_s)
+            wake = t0 + self.timers.timer_b_s
+            if wake > self.env.now:
+                yield wake - self.env.now
             self._end(rec, "failed", 408, tx, env.now)
             return
-        ack = self._arrive(got, self.up)
+        ack = self._arrive_up(got)
         if ack < INF:
-            yield from self._wait_until(ack)
+            if ack > self.env.now:
+                yield ack - self.env.now
             self.proxy.book(max(ack, env.now))
         self._end(rec, outcome, code, tx, got)
 
-    def _bye(self, rec: dict[str, Any], sent_at: float) -> Generator[simpy.Event, Any, float]:
+    def _bye(self, rec: dict[str, Any], sent_at: float) -> Generator[float, None, float]:
         """BYE client transaction; returns when the caller's transaction ended.
 
         The trunk channel is freed when the proxy passes the BYE on; if no copy ever
@@ -296,8 +347,78 @@ class Twin:
         rec["release_s"] = at
 
     def _end(self, rec: dict[str, Any], outcome: str, code: int, tx: int, end: float) -> None:
-        rec["outcome"] = outcome
-        rec["final_code"] = code
-        rec["invite_tx"] = tx
-        rec["end_s"] = end
-        self.log.add(**rec)
+        r = rec
+        self.log.add(r["call_id"], r["scenario"], r["source_ip"], r["start_s"], outcome, code,
+                     r["rejected_by"], r["setup_ms"], r["pdd_ms"], tx, r["duration_s"],
+                     r["turns"], r["mos"], end, r["admit_s"], r["release_s"], r["rtp_loss"],
+                     r["mouth_to_ear_ms"])
+
+
+class _Talk:
+    """The talk phase of one answered call: its script from the 200 OK to the BYE.
+
+    A run of AI turns is handed to the agent (:meth:`twin.ai.Pipeline.converse`) and the
+    call goes on where the conversation ends: at once if the call's process is waiting
+    for it, else when the process gets there (the first run starts when the caller
+    hears the 200 OK, while its ACK may still be on the way).
+    """
+
+    __slots__ = ("c", "ended", "got_200", "handed", "next", "rec", "twin", "tx")
+
+    def __init__(self, twin: Twin, c: CallPlan, rec: dict[str, Any]) -> None:
+        self.twin, self.c, self.rec = twin, c, rec
+        self.tx = 0
+        self.got_200 = INF
+        self.handed: int | None = None  # script item of the run handed to the agent
+        self.ended: float | None = None  # when that conversation ended, once it has
+        self.next: tuple[int, int] | None = None  # (script item, step) to resume at
+
+    def converse(self, run: Block, t: float) -> None:
+        self.handed, self.ended = run.first, None
+        self.twin.agent.converse(run.g0, run.n, t, self._ended)
+
+    def _ended(self, t: float) -> None:
+        if self.next is None:  # the call's process has not reached this point yet
+            self.ended = t
+            return
+        pos, k = self.next
+        self.next = self.handed = None
+        self.twin.env.start(self._resume(pos, k, t))
+
+    def _resume(self, pos: int, k: int, t: float) -> Proc:
+        env = self.twin.env
+        if t > env.now:
+            yield t - env.now
+        yield from self.run(pos, k, t)
+
+    def run(self, pos: int, k: int, t: float) -> Proc:
+        """Play the script from item ``pos`` (expanded step ``k``), talking from ``t``."""
+        twin, c, env = self.twin, self.c, self.twin.env
+        script = c.script
+        while pos < len(script):
+            step = script[pos]
+            if type(step) is Turns or type(step) is Turn:
+                run = next(r for r in twin.agent.runs.of(c.call_id) or () if r.first == pos)
+                if self.handed != pos:
+                    self.converse(run, max(t, env.now))
+                if self.ended is None:  # the conversation goes on: resume when it ends
+                    self.next = (run.last, k + run.n)
+                    return
+                t, self.ended, self.handed = self.ended, None, None
+                if t > env.now:
+                    yield t - env.now
+                pos, k = run.last, k + run.n
+                continue
+            if type(step) is Talk:
+                t += step.hold_s
+            else:
+                assert isinstance(step, (Dtmf, Message, OnHold, Transfer))
+                t = yield from twin.features.run(c.call_id, k, step, t)
+            pos += 1
+            k += 1
+        rec = self.rec
+        talk_s = t - self.got_200
+        done = yield from twin._bye(rec, t)
+        rec["duration_s"] = talk_s
+        twin.rated.append(len(twin.log))  # rated at the end (Twin.rate_media)
+        twin._end(rec, "answered", 200, self.tx, done)
