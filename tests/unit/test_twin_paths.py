@@ -1,0 +1,70 @@
+"""The twin's fast paths give exactly what its plain paths give.
+
+- AI turns: the vectorised lanes (:mod:`twin.lanes`) and one generator per turn
+  (the path rate limits need) give identical turn and call tables;
+- the plan: a columnar :class:`lab.plan.Plan` and the same calls as a plain list of
+  :class:`lab.plan.CallPlan` give identical tables;
+- constants kept to avoid importing scipy equal what scipy computes.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+import twin.ai
+import twin.lanes
+from lab.dists import Z95
+from lab.plan import Plan, make_plan
+from tests.golden.cases import experiments
+from twin.backend import run_replication
+
+CASES = experiments()
+
+
+def _tables(name: str, plan: object | None = None) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                            pd.DataFrame]:
+    exp, base = CASES[name]
+    exp = exp.model_copy(update={"replications": 1})
+    plan = make_plan(exp, 0, base) if plan is None else plan
+    rep = run_replication(exp, 0, plan)  # type: ignore[arg-type]
+    return rep.calls, rep.turns, rep.steps
+
+
+@pytest.mark.parametrize("name", ["ai-busy", "voice-agent", "features", "voice-loopback"])
+def test_lanes_equal_one_generator_per_turn(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[object] = []
+
+    class Spy(twin.lanes.Lanes):
+        def __init__(self, *args: object) -> None:
+            built.append(self)
+            super().__init__(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(twin.lanes, "Lanes", Spy)
+    fast = _tables(name)
+    assert built, "the lanes were not used"
+    monkeypatch.setattr(twin.ai, "MIN_LOOKAHEAD_S", float("inf"))  # force the generators
+    slow = _tables(name)
+    assert len(built) == 1
+    assert len(fast[1]) > 0
+    for a, b in zip(fast, slow, strict=True):
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
+                                      check_exact=True)
+
+
+@pytest.mark.parametrize("name", ["voice-agent", "features", "contact-centre"])
+def test_columnar_plan_equals_a_list_of_calls(name: str) -> None:
+    exp, base = CASES[name]
+    exp = exp.model_copy(update={"replications": 1})
+    plan = make_plan(exp, 0, base)
+    assert isinstance(plan, Plan)
+    listed = list(plan)  # the same calls, one CallPlan each
+    assert [c.call_id for c in listed] == list(range(len(plan)))
+    for a, b in zip(_tables(name, plan), _tables(name, listed), strict=True):
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
+                                      check_exact=True)
+
+
+def test_z95_is_scipys_normal_quantile() -> None:
+    assert stats.norm.ppf(0.95) == Z95
