@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -138,7 +138,10 @@ class Dist:
         return batched(lambda: self.sample(rng, BATCH).tolist()).__next__
 
 
-def batched(draw: Callable[[], list[float]]) -> Iterator[float]:
+T = TypeVar("T")
+
+
+def batched(draw: Callable[[], list[T]]) -> Iterator[T]:
     """The values of ``draw()``, ``draw()``, ... one at a time, for ever.
 
     Iterating happens in C (``itertools.chain`` over ``map``), so taking a value costs

@@ -32,7 +32,7 @@ from lab.codecs import codec as find_codec
 from lab.cost import call_costs, load_pricebook, summary_cost
 from lab.dists import DistError
 from lab.memory import release
-from lab.plan import CallPlan, make_plan
+from lab.plan import CallPlan, Plan, make_plan
 from lab.records import CALL_SCHEMA, STEP_SCHEMA, TURN_SCHEMA
 from lab.spec import Experiment, SpecError, dump_resolved, unsupported_features
 
@@ -54,7 +54,7 @@ def default_out_dir(exp: Experiment, root: Path = Path("runs")) -> Path:
 
 
 def prepare(exp: Experiment, backend_name: str, base_dir: Path | None, force: bool
-            ) -> tuple[Backend, list[list[CallPlan]]]:
+            ) -> tuple[Backend, list[Plan]]:
     """Check everything that can be checked before running; return the backend and plans."""
     impl = backend(backend_name)
     for key, why in unsupported_features(exp):
@@ -97,7 +97,7 @@ def _run_one(name: str, exp: Experiment, rep: int, plan: Sequence[CallPlan]) -> 
     return backend(name).run(exp, rep, plan)
 
 
-def _run_all(exp: Experiment, impl: Backend, plans: list[list[CallPlan]],
+def _run_all(exp: Experiment, impl: Backend, plans: Sequence[Sequence[CallPlan]],
              reps: dict[int, Replication], out: Path, jobs: int | None, show: bool) -> None:
     jobs = jobs or min(len(plans), os.cpu_count() or 1)
     if impl.parallel and jobs > 1 and len(plans) > 1:
