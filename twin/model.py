@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from lab.memory import sparse_gc
 from lab.plan import CallPlan, Dtmf, Message, OnHold, Talk, Transfer, Turn, Turns
 from lab.spec import Experiment
 from lab.streams import Streams
@@ -90,8 +91,10 @@ class Twin:
         """Run every planned call to its end (on Ctrl-C, rate what finished, re-raise)."""
         self.env.start(self._arrivals(self.plan, progress))
         try:
-            self.env.run()
+            with sparse_gc():
+                self.env.run()
         finally:
+            self.proxy.flush()  # its busy series is complete from here on
             self.rate_media()
 
     def _arrivals(self, plan: Iterable[CallPlan], progress: Any) -> Proc:

@@ -96,16 +96,22 @@ class BusyTime:
         if len(self.starts) >= self.FOLD:
             self.fold()
 
+    def add_many(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        """Integrate many intervals into the bins at once."""
+        if starts.size == 0:
+            return
+        n = int(np.ceil(ends.max())) + 1
+        if n > self._bins.size:
+            self._bins = np.concatenate([self._bins, np.zeros(n - self._bins.size)])
+        self._bins[:n] += occupancy_per_second(starts, ends, n)
+
     def fold(self) -> None:
         """Integrate the kept intervals into the bins and forget them."""
         if not self.starts:
             return
         starts = np.frombuffer(self.starts, dtype=float)
         ends = np.frombuffer(self.ends, dtype=float)
-        n = int(np.ceil(ends.max())) + 1
-        if n > self._bins.size:
-            self._bins = np.concatenate([self._bins, np.zeros(n - self._bins.size)])
-        self._bins[:n] += occupancy_per_second(starts, ends, n)
+        self.add_many(starts, ends)
         del starts, ends
         self.starts, self.ends = array("d"), array("d")
 

@@ -93,6 +93,29 @@ def test_proxy_workers_serve_fcfs_and_refuse_new_calls_on_backlog() -> None:
     assert proxy.backlog(0.015) == 2  # the third and fourth wait for the worker
 
 
+def test_proxy_books_exactly_as_the_fcfs_pool() -> None:
+    # WorkerPool.book is FcfsPool.book written out for a fixed service time: the same
+    # ends, backlog and busy series on bursty arrivals, across a fold of the series
+    rng = np.random.default_rng(7)
+    arrivals = np.cumsum(rng.exponential(0.004, 70_000)).tolist()
+    proxy = WorkerPool(workers=3, service_s=0.011, queue_limit=None, busy=BusyTime())
+    busy = BusyTime()
+    pool = FcfsPool(3, busy, track_backlog=True)
+    ends = [proxy.book(a) for a in arrivals]
+    assert ends == [pool.book(a, 0.011) + 0.011 for a in arrivals]
+    assert proxy.waited == pool.waited > 1000 and proxy.messages == pool.jobs
+    proxy.flush()
+    n = int(arrivals[-1]) + 2
+    np.testing.assert_allclose(proxy.busy.array(n), busy.array(n), rtol=1e-12, atol=1e-9)
+    limited = WorkerPool(workers=3, service_s=0.011, queue_limit=10**9, busy=BusyTime())
+    tracked = FcfsPool(3, track_backlog=True)
+    for a in arrivals[:5000]:
+        limited.book(a)
+        tracked.book(a, 0.011)
+    later = arrivals[5000:5100]
+    assert [limited.backlog(t) for t in later] == [tracked.backlog(t) for t in later]
+
+
 def test_proxy_with_zero_service_is_transparent() -> None:
     proxy = WorkerPool(workers=1, service_s=0.0, queue_limit=0, busy=BusyTime())
     assert [proxy.book(t, new_call=True) for t in (0.0, 0.0, 0.5)] == [0.0, 0.0, 0.5]

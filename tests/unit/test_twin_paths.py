@@ -68,3 +68,25 @@ def test_columnar_plan_equals_a_list_of_calls(name: str) -> None:
 
 def test_z95_is_scipys_normal_quantile() -> None:
     assert stats.norm.ppf(0.95) == Z95
+
+
+@pytest.mark.parametrize("name", ["contact-centre", "voice-agent", "features", "ai-limits"])
+def test_a_run_leaves_no_reference_cycles(name: str) -> None:
+    """What lets the twin run the collector seldom (lab.memory.sparse_gc): a run makes
+    no cyclic garbage, so nothing waits longer for the collector than it would have."""
+    import gc
+
+    from twin.model import Twin
+
+    exp, base = CASES[name]
+    exp = exp.model_copy(update={"replications": 1})
+    twin = Twin(exp, 0, make_plan(exp, 0, base))
+    gc.collect()
+    gc.disable()
+    try:
+        twin.run()
+        assert len(twin.log) > 0
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
