@@ -164,13 +164,13 @@ class Pipeline:
         heard = s3 + (ttfb if ok3 else 0.0) + (float(inp.down_s[g]) + self.jitter_buffer_s)
         self.spoke[g], self.s1[g], self.s2[g], self.s3[g], self.heard[g] = (
             spoke, s1, s2, s3, heard)
-        self.done[g] = True
         if self.retries is not None and self.failed is not None:
             self.retries[g] = r1 + r2 + r3
             self.failed[g] = not (ok1 and ok2 and ok3)
             for ok, col in ((ok1, inp.stt_ms), (ok2, inp.ttft_ms), (ok3, inp.ttfb_ms)):
                 if not ok:
                     col[g] = 0.0  # the stage did not run: it took no time
+        self.done[g] = True  # last: a turn an interruption cuts short is not kept
         barge = float(inp.barge_s[g])
         return heard + (barge if barge == barge else float(inp.agent_s[g]))
 

@@ -28,6 +28,7 @@ from collections.abc import Generator
 from typing import Any
 
 from lab.plan import Dtmf, Message, OnHold, Transfer
+from twin.monitors import trim_ragged
 from twin.transaction import NonInvite
 
 INF = math.inf
@@ -112,6 +113,10 @@ class Features:
         self.far_rx = tx.far_rx
         return done
 
+
+    def complete(self) -> None:
+        """Drop a step row an interruption left half-written."""
+        trim_ragged(list(self.cols.values()))
 
     def _record(self, call_id: int, index: int, kind: str, start: float, end: float,
                 ok: bool) -> None:

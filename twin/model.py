@@ -95,6 +95,8 @@ class Twin:
                 self.env.run()
         finally:
             self.proxy.flush()  # its busy series is complete from here on
+            self.log.complete()  # a Ctrl-C between two appends leaves a ragged row
+            self.features.complete()
             self.rate_media()
 
     def _arrivals(self, plan: Iterable[CallPlan], progress: Any) -> Proc:
@@ -120,6 +122,7 @@ class Twin:
         if not self.rated:
             return
         rows = np.frombuffer(self.rated, dtype=np.int64).copy()
+        rows = rows[rows < len(self.log)]  # not a row an interruption cut short
         self.rated = array("q")
         talk = self.log.column("duration_s")[rows]  # each call's talk time
         q = self.media.qualities(talk, self.media_rng.standard_normal(rows.size))

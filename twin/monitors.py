@@ -35,6 +35,19 @@ def _typecode(name: str) -> str | None:
     return None
 
 
+def trim_ragged(cols: list[array[float] | array[int] | list[str | None]] | list[list[object]]
+                ) -> int:
+    """Cut every column to the rows all of them have; return that row count.
+
+    A Ctrl-C can land between two appends of one row: that half-written row is dropped,
+    so the columns stay aligned and every finished record is kept.
+    """
+    n = min((len(c) for c in cols), default=0)
+    for c in cols:
+        del c[n:]
+    return n
+
+
 class CallLog:
     """Finished calls, a typed array (or, for strings, a list of shared strings) per column.
 
@@ -52,6 +65,10 @@ class CallLog:
 
     def __len__(self) -> int:
         return len(self.cols[0])
+
+    def complete(self) -> int:
+        """Drop a row an interruption left half-written (:func:`trim_ragged`)."""
+        return trim_ragged(self.cols)
 
     def fill(self, rows: np.ndarray, **columns: np.ndarray) -> None:
         """Set ``column[rows] = values`` for float columns filled after the fact."""

@@ -172,7 +172,10 @@ def test_ctrl_c_keeps_finished_calls(tmp_path: Path) -> None:
                    "  network: {delay_ms: 10}\n")
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", str(exp), "--out", str(out),
-                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell without job control starts background jobs with SIGINT
+                            # ignored, and Python then keeps it so: hear Ctrl-C regardless
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not (out / "experiment.resolved.yaml").exists() and time.time() < deadline:
         time.sleep(0.1)

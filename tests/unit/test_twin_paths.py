@@ -90,3 +90,53 @@ def test_a_run_leaves_no_reference_cycles(name: str) -> None:
     finally:
         gc.enable()
 
+
+class _Interrupting(list):  # type: ignore[type-arg]
+    """A column whose ``after``-th append raises KeyboardInterrupt (a Ctrl-C mid-row)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def append(self, value: object) -> None:
+        if len(self) == self.after:
+            raise KeyboardInterrupt
+        super().append(value)
+
+
+@pytest.mark.parametrize("table", ["calls", "steps"])
+def test_ctrl_c_between_two_appends_of_a_row_keeps_the_tables_aligned(
+        table: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C can land inside a record's row: the half-written row is dropped and
+    every record finished before it is kept, every column the same length."""
+    import twin.model
+
+    exp, base = CASES["features"]
+    exp = exp.model_copy(update={"replications": 1})
+    whole = run_replication(exp, 0, make_plan(exp, 0, base))
+    k = 25
+    real_init = twin.model.Twin.__init__
+
+    def init(self: twin.model.Twin, *args: object) -> None:
+        real_init(self, *args)  # type: ignore[arg-type]
+        cols = self.log.cols if table == "calls" else list(self.features.cols.values())
+        i = len(cols) // 2  # a column in the middle of the row: half of it is written
+        cut = _Interrupting(k)
+        cols[i] = cut
+        if table == "calls":
+            self.log._appends[i] = cut.append
+        else:
+            self.features.cols[list(self.features.cols)[i]] = cut
+
+    monkeypatch.setattr(twin.model.Twin, "__init__", init)
+    rep = run_replication(exp, 0, make_plan(exp, 0, base))
+    assert rep.interrupted
+    got = rep.calls if table == "calls" else rep.steps
+    assert len(got) == k
+    want = whole.calls if table == "calls" else whole.steps
+    key = ["call_id"] if table == "calls" else ["call_id", "step"]
+    # the kept rows are exactly those rows of the uninterrupted run
+    merged = got.merge(want, on=key, suffixes=("", "_whole"))
+    assert len(merged) == k
+    for col in ("start_s", "outcome") if table == "calls" else ("start_s", "kind"):
+        assert (merged[col] == merged[f"{col}_whole"]).all()
