@@ -1,6 +1,6 @@
 """Media speed: G.711 and resampling per 20 ms frame, call quality per call.
 
-Prints figures only (absolute speed drifts with machine load, ../shared/PERF-NOTES.md).
+Prints figures only (absolute speed drifts with machine load).
 The twin's budget: ~190,000 calls in well under a minute, so the per-call quality
 fast path should cost tens of µs; the packet-level path is the reference.
 
