@@ -113,10 +113,9 @@ class Features:
         self.far_rx = tx.far_rx
         return done
 
-
     def complete(self) -> None:
         """Drop a step row an interruption left half-written."""
-        trim_ragged(list(self.cols.values()))
+        trim_ragged(self.cols.values())
 
     def _record(self, call_id: int, index: int, kind: str, start: float, end: float,
                 ok: bool) -> None:

@@ -12,6 +12,8 @@ a bin holds busy-seconds and dividing by the capacity gives utilisation.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Collection, MutableSequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,9 +37,8 @@ def _typecode(name: str) -> str | None:
     return None
 
 
-def trim_ragged(cols: list[array[float] | array[int] | list[str | None]] | list[list[object]]
-                ) -> int:
-    """Cut every column to the rows all of them have; return that row count.
+def trim_ragged(cols: Collection[MutableSequence[Any]]) -> None:
+    """Cut every column to the rows all of them have.
 
     A Ctrl-C can land between two appends of one row: that half-written row is dropped,
     so the columns stay aligned and every finished record is kept.
@@ -45,7 +46,6 @@ def trim_ragged(cols: list[array[float] | array[int] | list[str | None]] | list[
     n = min((len(c) for c in cols), default=0)
     for c in cols:
         del c[n:]
-    return n
 
 
 class CallLog:
@@ -66,9 +66,9 @@ class CallLog:
     def __len__(self) -> int:
         return len(self.cols[0])
 
-    def complete(self) -> int:
+    def complete(self) -> None:
         """Drop a row an interruption left half-written (:func:`trim_ragged`)."""
-        return trim_ragged(self.cols)
+        trim_ragged(self.cols)
 
     def fill(self, rows: np.ndarray, **columns: np.ndarray) -> None:
         """Set ``column[rows] = values`` for float columns filled after the fact."""
