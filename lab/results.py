@@ -140,6 +140,19 @@ def percentiles(values: Any) -> dict[str, float | int | None]:
     return {"mean": float(arr.mean()), "p50": p50, "p95": p95, "p99": p99, "count": int(arr.size)}
 
 
+def wilson_ci95(k: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval of ``k`` successes in ``n`` trials (Newcombe 1998),
+    in the arithmetic ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")`` uses."""
+    from scipy.special import ndtri
+
+    p = k / n
+    z = float(ndtri(0.975))
+    denom = 2 * (n + z**2)
+    center = (2 * n * p + z**2) / denom
+    delta = z / denom * math.sqrt(4 * n * p * (1 - p) + z**2)
+    return (0.0 if k == 0 else center - delta), (1.0 if k == n else center + delta)
+
+
 def mean_ci95(per_rep: list[float], successes: int | None = None,
               trials: int | None = None) -> dict[str, Any]:
     """Mean across replications with a 95 % confidence interval.
@@ -149,8 +162,12 @@ def mean_ci95(per_rep: list[float], successes: int | None = None,
     With one: the Wilson score interval on successes/trials, which assumes the
     calls are independent trials — a narrower, optimistic interval; run
     replications for an honest one.
+
+    The quantiles come from ``scipy.special`` (``stdtrit``, ``ndtri``: what
+    ``scipy.stats.t.ppf`` and ``binomtest(...).proportion_ci`` evaluate), because
+    importing ``scipy.stats`` costs about a second per run; a test holds the two equal.
     """
-    from scipy import stats
+    from scipy.special import stdtrit
 
     vals = np.asarray(per_rep, dtype=float)
     vals = vals[np.isfinite(vals)]
@@ -159,12 +176,12 @@ def mean_ci95(per_rep: list[float], successes: int | None = None,
     mean = float(vals.mean())
     if vals.size >= 2:
         sem = float(vals.std(ddof=1) / math.sqrt(vals.size))
-        half = float(stats.t.ppf(0.975, vals.size - 1)) * sem
+        half = float(stdtrit(vals.size - 1, 0.975)) * sem
         return {"mean": mean, "ci95": [max(0.0, mean - half), mean + half],
                 "replications": int(vals.size)}
     if successes is not None and trials:
-        ci = stats.binomtest(successes, trials).proportion_ci(0.95, method="wilson")
-        return {"mean": mean, "ci95": [float(ci.low), float(ci.high)], "replications": 1}
+        low, high = wilson_ci95(successes, trials)
+        return {"mean": mean, "ci95": [low, high], "replications": 1}
     return {"mean": mean, "ci95": [mean, mean], "replications": 1}
 
 
@@ -278,7 +295,12 @@ def write_tables(out_dir: Path, calls: pa.Table, turns: pa.Table, steps: pa.Tabl
     pa.set_memory_pool(pa.system_memory_pool())
     try:
         for table, name in ((calls, "calls"), (turns, "turns"), (steps, "steps")):
-            pq.write_table(table, out_dir / f"{name}.parquet", row_group_size=ROW_GROUP)
+            # dictionary-encode only the text columns: on millions of distinct floats a
+            # dictionary is tried, overflows and is dropped, five times the write's cost
+            text = [f.name for f in table.schema
+                    if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+            pq.write_table(table, out_dir / f"{name}.parquet", row_group_size=ROW_GROUP,
+                           use_dictionary=text)
     finally:
         pa.set_memory_pool(pool)
     ts.to_parquet(out_dir / "timeseries.parquet", index=False)
