@@ -134,6 +134,9 @@ class TurnRuns:
 def _speech(plan: Sequence[CallPlan], runs: TurnRuns) -> tuple[Floats, Floats, Floats]:
     """The plan's turn speech, caller / agent / barge-in (NaN: none), in turn order:
     the plan's own arrays when its turns already are in that order, else gathered."""
+    empty = np.empty(0)
+    if isinstance(plan, Plan) and not np.any((plan.kind == TURNS) | (plan.kind == SCRIPT)):
+        return empty, empty, empty  # talk only: no call has a turn
     if isinstance(plan, Plan) and not runs.listed:
         turns = np.flatnonzero(plan.kind == TURNS)
         if turns.size and np.all(plan.table[turns] == plan.table[turns[0]]):
@@ -155,7 +158,6 @@ def _speech(plan: Sequence[CallPlan], runs: TurnRuns) -> tuple[Floats, Floats, F
                 caller.append(np.array([s.caller_speech_s]))
                 agent.append(np.array([s.agent_speech_s]))
                 barge.append(np.array([math.nan if s.barge_in_s is None else s.barge_in_s]))
-    empty = np.empty(0)
     return (np.concatenate(caller) if caller else empty,
             np.concatenate(agent) if agent else empty,
             np.concatenate(barge) if barge else empty)
