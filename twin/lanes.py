@@ -203,49 +203,63 @@ class Lanes:
         if self.serving < 0:
             self._reschedule()
 
-    def _begin(self, g: Ints, t: Floats) -> None:
-        """Turns ``g`` start: their callers start speaking at ``t``; STT requests follow."""
+    def _begin(self, g: Ints, t: Floats) -> tuple[Ints, Floats] | None:
+        """Turns ``g`` start: their callers start speaking at ``t``; STT requests follow.
+        Returns the turns and TTS start times when no capped provider lies between
+        (:meth:`_tts_started` goes on with them), else ``None``."""
         inp = self.inp
         spoke = t + inp.caller_s[g]
         self.p.spoke[g] = spoke
         asked = spoke + inp.up_s[g] + inp.vad_ms[g] * 0.001
         if self.pools[0] is None:
-            self._stt_started(g, asked)
-        else:
-            self._stt.add(asked, self._orders(g.size), g)
+            return self._after_stt(g, asked)
+        self._stt.add(asked, self._orders(g.size), g)
+        return None
 
-    def _stt_started(self, g: Ints, s1: Floats) -> None:
+    def _after_stt(self, g: Ints, s1: Floats) -> tuple[Ints, Floats] | None:
         self.p.s1[g] = s1
         transcript = s1 + self.inp.stt_ms[g] * 0.001
         if self.pools[1] is not None:
             self._llm.add(transcript, self._orders(g.size), g)
-        else:
-            self._llm_started(g, transcript)
+            return None
+        return self._after_llm(g, transcript)
 
-    def _llm_started(self, g: Ints, s2: Floats) -> None:
+    def _after_llm(self, g: Ints, s2: Floats) -> tuple[Ints, Floats] | None:
         self.p.s2[g] = s2
         first_token = s2 + self.inp.ttft_ms[g] * 0.001
         if self.pools[2] is not None:
             self._tts.add(first_token, self._orders(g.size), g)
-        else:
-            self._tts_started(g, first_token)
+            return None
+        return g, first_token
+
+    def _stt_started(self, g: Ints, s1: Floats) -> None:
+        if (nxt := self._after_stt(g, s1)) is not None:
+            self._tts_started(*nxt)
+
+    def _llm_started(self, g: Ints, s2: Floats) -> None:
+        if (nxt := self._after_llm(g, s2)) is not None:
+            self._tts_started(*nxt)
 
     def _tts_started(self, g: Ints, s3: Floats) -> None:
+        # a loop, not a recursion: with no capped provider a conversation's turns follow
+        # one another here synchronously, and a 300-turn call would overflow the stack
         inp, p = self.inp, self.p
-        heard = s3 + inp.ttfb_ms[g] * 0.001 + (inp.down_s[g] + self.jitter_buffer_s)
-        p.s3[g] = s3
-        p.heard[g] = heard
-        p.done[g] = True
-        barge = inp.barge_s[g]
-        t = heard + np.where(np.isnan(barge), inp.agent_s[g], barge)
-        last = self.last[g]
-        if last.any():
-            for gi, ti in zip(g[last].tolist(), t[last].tolist(), strict=True):
-                self.ends.pop(gi)(ti)
-            more = ~last
-            g, t = g[more], t[more]
-        if g.size:
-            self._begin(g + 1, t)
+        while True:
+            heard = s3 + inp.ttfb_ms[g] * 0.001 + (inp.down_s[g] + self.jitter_buffer_s)
+            p.s3[g] = s3
+            p.heard[g] = heard
+            p.done[g] = True
+            barge = inp.barge_s[g]
+            t = heard + np.where(np.isnan(barge), inp.agent_s[g], barge)
+            last = self.last[g]
+            if last.any():
+                for gi, ti in zip(g[last].tolist(), t[last].tolist(), strict=True):
+                    self.ends.pop(gi)(ti)
+                more = ~last
+                g, t = g[more], t[more]
+            if not g.size or (nxt := self._begin(g + 1, t)) is None:
+                return
+            g, s3 = nxt
 
     # ------------------------------------------------------------------ windows
     def _window(self, at: float) -> int:

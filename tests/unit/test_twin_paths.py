@@ -53,6 +53,26 @@ def test_lanes_equal_one_generator_per_turn(name: str, monkeypatch: pytest.Monke
                                       check_exact=True)
 
 
+def test_a_long_conversation_on_uncapped_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,500 turns in one call with no provider cap: the lanes follow turn after turn
+    without recursing (a recursion overflowed the stack near 250 turns), and give what
+    one generator per turn gives."""
+    from lab.spec import validate
+
+    exp = validate({"name": "long-talk", "seed": 5, "duration_s": 20,
+                    "load": {"arrivals": {"kind": "constant", "rate_cps": 0.1}},
+                    "scenarios": {"talk": {"turns": 1500, "caller_speech_s": 0.5,
+                                           "agent_speech_s": 0.5}}})
+    plan = make_plan(exp, 0, None)
+    fast = run_replication(exp, 0, plan)
+    assert len(fast.calls) == 2 and len(fast.turns) == 3000
+    assert (fast.turns.groupby("call_id").turn.max() == 1499).all()  # turns count from 0
+    monkeypatch.setattr(twin.ai, "MIN_LOOKAHEAD_S", float("inf"))
+    slow = run_replication(exp, 0, plan)
+    pd.testing.assert_frame_equal(fast.turns.reset_index(drop=True),
+                                  slow.turns.reset_index(drop=True), check_exact=True)
+
+
 @pytest.mark.parametrize("name", ["voice-agent", "features", "contact-centre"])
 def test_columnar_plan_equals_a_list_of_calls(name: str) -> None:
     exp, base = CASES[name]
