@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         raise _bad("--replications", f"must be an integer > 0, got {args.replications}")
     if args.seed is not None and args.seed < 0:
         raise _bad("--seed", f"must be an integer >= 0, got {args.seed}")
+    if args.jobs is not None and args.jobs < 1:
+        raise _bad("--jobs", f"must be an integer > 0, got {args.jobs}")
     exp = load_experiment(args.experiment, args.overrides, seed=args.seed,
                           replications=args.replications)
     try:
@@ -113,39 +116,62 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print(data: dict[str, Any]) -> int:
-    print(json.dumps(data))
+    print(json.dumps(data, allow_nan=False))  # Infinity and NaN are not JSON
     return 0
+
+
+def _as_option(exc: ValueError, default: str) -> SpecError:
+    """A library's ``name: problem`` error, as the command-line option it came from."""
+    name, sep, problem = str(exc).partition(": ")
+    if sep and name.replace("_", "").isalnum():
+        return _bad("--" + name.replace("_", "-"), problem)
+    return _bad(default, str(exc))
+
+
+def _finite(option: str, value: float, *, low: float = 0.0, strict: bool = False) -> float:
+    ok = math.isfinite(value) and (value > low if strict else value >= low)
+    if not ok:
+        raise _bad(option, f"must be a finite number {'>' if strict else '>='} {low:g}, "
+                   f"got {value!r}")
+    return value
 
 
 def _erlang_b(args: argparse.Namespace) -> int:
     from lab.erlang import erlang_b
 
-    try:
-        return _print({"blocking": erlang_b(args.channels, args.erlangs)})
-    except ValueError as exc:
-        raise _bad("--channels/--erlangs", str(exc)) from exc
+    if args.channels < 1:
+        raise _bad("--channels", f"must be an integer > 0 (a trunk of no channels blocks "
+                   f"every call), got {args.channels}")
+    erlangs = _finite("--erlangs", args.erlangs)
+    return _print({"blocking": erlang_b(args.channels, erlangs)})
 
 
 def _erlang_c(args: argparse.Namespace) -> int:
     from lab.erlang import erlang_c, erlang_c_mean_wait
 
-    try:
-        p = erlang_c(args.agents, args.erlangs)
-        w = erlang_c_mean_wait(args.agents, args.erlangs, args.mean_service_ms / 1000.0)
-    except ValueError as exc:
-        raise _bad("--agents/--erlangs/--mean-service-ms", str(exc)) from exc
+    if args.agents < 1:
+        raise _bad("--agents", f"must be an integer > 0, got {args.agents}")
+    erlangs = _finite("--erlangs", args.erlangs)
+    service_ms = _finite("--mean-service-ms", args.mean_service_ms, strict=True)
+    if erlangs >= args.agents:
+        raise _bad("--erlangs", f"{erlangs:g} erlangs on {args.agents} agents is an unstable "
+                   "queue (waits grow without bound); offer less than one erlang per agent")
+    p = erlang_c(args.agents, erlangs)
+    w = erlang_c_mean_wait(args.agents, erlangs, service_ms / 1000.0)
     return _print({"wait_probability": p, "mean_wait_ms": w * 1000.0})
 
 
 def _emodel(args: argparse.Namespace) -> int:
     from lab.emodel import emodel
 
-    if not 0.0 <= args.loss <= 1.0:
+    _finite("--delay-ms", args.delay_ms)
+    if not (math.isfinite(args.loss) and 0.0 <= args.loss <= 1.0):
         raise _bad("--loss", f"must be a fraction in [0, 1], got {args.loss}")
+    _finite("--burst-r", args.burst_r, strict=True)
     try:
         return _print(emodel(args.codec, args.plc, args.delay_ms, args.loss, args.burst_r))
     except ValueError as exc:
-        raise _bad("--codec/--delay-ms/--burst-r", str(exc)) from exc
+        raise _as_option(exc, "--codec") from exc
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -221,13 +221,25 @@ def _scipy(kind: str, params: dict[str, Any], base: Path | None) -> Dist:
     family = getattr(stats, kind, None)
     if not isinstance(family, stats.rv_continuous | stats.rv_discrete):
         raise DistError(f"unknown distribution '{kind}' (not a scipy.stats distribution)")
+    shapes = [s.strip() for s in (family.shapes or "").split(",") if s.strip()]
+    allowed = [*shapes, "loc"] + (["scale"] if isinstance(family, stats.rv_continuous) else [])
+    for name, value in params.items():
+        if name not in allowed:
+            raise DistError(f"{kind}: unknown parameter '{name}' (its parameters: "
+                            f"{', '.join(allowed)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise DistError(f"{kind}: '{name}' must be a finite number, got {value!r}")
+    missing = [s for s in shapes if s not in params]
+    if missing:
+        raise DistError(f"{kind}: needs {', '.join(repr(m) for m in missing)}")
     try:
-        frozen = family(**params)
-        mean = float(frozen.mean())
-    except Exception as exc:
-        raise DistError(f"{kind}: bad parameters {params}: {exc}") from exc
+        mean = float(family(**params).mean())
+    except Exception as exc:  # scipy's own message, without its internal function names
+        raise DistError(f"{kind}: bad parameters {params}") from exc
     if not math.isfinite(mean):
-        raise DistError(f"{kind}: parameters {params} give no finite mean")
+        raise DistError(f"{kind}: parameters {params} are outside its domain or give no "
+                        "finite mean")
     return Dist(kind, params)
 
 

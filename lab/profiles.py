@@ -130,8 +130,22 @@ class Profile:
             path = self.base_dir / path
         if not path.is_file():
             raise DistError(f"replay: file not found: {a.file}")
-        times = np.sort(read_column(path, a.column)) / a.speed
-        return times[(times >= 0) & (times < self.duration_s)]
+        raw = read_column(path, a.column)
+        where = f"{a.file}, column '{a.column}'"
+        if raw.size == 0:
+            raise DistError(f"replay: {where} has no arrival times")
+        if not np.all(np.isfinite(raw)):
+            row = int(np.flatnonzero(~np.isfinite(raw))[0])
+            raise DistError(f"replay: {where}: row {row + 1} has no time (missing or not finite)")
+        if np.any(raw < 0):
+            row = int(np.flatnonzero(raw < 0)[0])
+            raise DistError(f"replay: {where}: row {row + 1} is negative ({raw[row]:g} s)")
+        if np.any(np.diff(raw) < 0):
+            row = int(np.flatnonzero(np.diff(raw) < 0)[0]) + 1
+            raise DistError(f"replay: {where}: not sorted (row {row + 1}, {raw[row]:g} s, comes "
+                            f"after {raw[row - 1]:g} s)")
+        times = raw / a.speed
+        return times[times < self.duration_s]
 
 
 def _poisson(rng: np.random.Generator, rate: float, duration_s: float) -> np.ndarray:

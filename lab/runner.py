@@ -53,16 +53,82 @@ def default_out_dir(exp: Experiment, root: Path = Path("runs")) -> Path:
     return root / f"{exp.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
 
 
+#: The most calls and AI turns one replication may plan (expected values): they bound a
+#: run's memory (a 200,000-call, 2 M-turn hour peaks at about 0.6 GB).
+MAX_CALLS = 2_000_000
+MAX_TURNS = 10_000_000
+
+
+def _arrivals_key(exp: Experiment) -> str:
+    return "load.arrivals.file" if exp.load.arrivals.kind == "replay" else "load.arrivals"
+
+
+def _mean_turns(sc: Any) -> float:
+    """Expected AI turns of one call of scenario ``sc``."""
+    def mean(turns: Any) -> float:
+        return float(turns) if isinstance(turns, int) else float(turns.mean)
+
+    if sc.script is not None:
+        return sum(mean(step.turns) for step in sc.script if hasattr(step, "turns"))
+    return mean(sc.turns)
+
+
+def check_size(exp: Experiment, base_dir: Path | None) -> None:
+    """Refuse a run whose expected calls or turns per replication exceed the limits."""
+    from lab.profiles import Profile
+
+    try:
+        calls = Profile(exp.load.arrivals, exp.duration_s, base_dir).mean_rate() * exp.duration_s
+    except DistError as exc:
+        raise SpecError(_arrivals_key(exp), str(exc)) from exc
+    if calls > MAX_CALLS:
+        raise SpecError(_arrivals_key(exp), f"about {calls:,.0f} calls per replication, over "
+                        f"the limit of {MAX_CALLS:,} that bounds a run's memory; lower the "
+                        "rate or duration_s, or run several experiments")
+    weights = {m.scenario: m.weight for m in exp.load.mix}
+    total = sum(weights.values())
+    turns = calls * sum(w / total * _mean_turns(exp.scenarios[name])
+                        for name, w in weights.items())
+    if turns > MAX_TURNS:
+        raise SpecError("scenarios", f"about {turns:,.0f} AI turns per replication, over the "
+                        f"limit of {MAX_TURNS:,} that bounds a run's memory; lower the rate, "
+                        "duration_s or turns")
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an output directory that cannot be used, before anything runs or is written:
+    an existing file, a non-empty directory, a path under a file, or an unwritable parent."""
+    if out.exists() and not out.is_dir():
+        raise SpecError("--out", f"{out} is a file, not a directory")
+    if out.is_dir():
+        if any(out.iterdir()):
+            raise SpecError("--out", f"{out} exists and is not empty")
+        parent = out
+    else:
+        parent = out.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise SpecError("--out", f"{out} lies under {parent}, which is a file")
+    try:  # the one honest test of writability (root passes every os.access check)
+        import tempfile
+
+        os.rmdir(tempfile.mkdtemp(prefix=".siplab-probe-", dir=parent))
+    except OSError as exc:
+        raise SpecError("--out", f"cannot write in {parent}: {exc.strerror or exc}") from None
+
+
 def prepare(exp: Experiment, backend_name: str, base_dir: Path | None, force: bool
             ) -> tuple[Backend, list[Plan]]:
     """Check everything that can be checked before running; return the backend and plans."""
     impl = backend(backend_name)
     for key, why in unsupported_features(exp):
         raise SpecError(key, f"{why} by any backend yet; remove it to run")
+    check_size(exp, base_dir)
     try:
         plans = [make_plan(exp, rep, base_dir) for rep in range(exp.replications)]
     except DistError as exc:
-        raise SpecError("load.arrivals", str(exc)) from exc
+        raise SpecError(_arrivals_key(exp), str(exc)) from exc
     impl.check(exp, plans, force=force)
     return impl, plans
 
@@ -71,11 +137,10 @@ def run_experiment(exp: Experiment, *, backend: str = "twin", out_dir: Path | No
                    base_dir: Path | None = None, force: bool = False, jobs: int | None = None,
                    show_progress: bool = True) -> Path:
     """Run ``exp`` on ``backend``; write the results; return the path of summary.json."""
+    out = Path(out_dir) if out_dir is not None else default_out_dir(exp)
+    check_out_dir(out)
     impl, plans = prepare(exp, backend, base_dir, force)
     pricebook = load_pricebook(exp.pricebook, base_dir)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(exp)
-    if out.exists() and any(out.iterdir()):
-        raise SpecError("--out", f"{out} exists and is not empty")
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.resolved.yaml").write_text(dump_resolved(exp))
     wall0 = time.perf_counter()

@@ -474,6 +474,10 @@ class Deployment(Strict):
     security: Security = Field(default_factory=Security)
 
 
+#: The longest run: 31 days (the per-second time series then has 2.7 M rows).
+MAX_DURATION_S = 31 * 86400.0
+
+
 class Real(Strict):
     """Settings of the real backend; the caps keep a real run bounded (``--force`` lifts them)."""
 
@@ -481,13 +485,13 @@ class Real(Strict):
     max_calls: PosInt = 500
     max_duration_s: PosFloat = 600.0
     max_concurrent: PosInt = 40  # pjsua2 carries 4 calls per process: 10 UAC processes
-    sip_port: PosInt = 5060
+    sip_port: Annotated[int, Field(gt=0, le=65535, strict=True)] = 5060
 
 
 class Experiment(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "experiment"
     seed: NonNegInt = 1
-    duration_s: PosFloat = 3600.0
+    duration_s: Annotated[float, Field(gt=0.0, le=MAX_DURATION_S, allow_inf_nan=False)] = 3600.0
     warmup_s: NonNegFloat = 0.0
     replications: PosInt = 1
     load: Load = Field(default_factory=Load)
@@ -523,20 +527,57 @@ def load_experiment(
         With a one-line message naming the key path.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SpecError("", f"experiment file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError("", f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, dict):
-        raise SpecError("", f"{path}: the experiment must be a YAML mapping")
+    data = read_yaml_mapping(path, "experiment")
     for item in overrides or []:
         apply_override(data, item)
     for key, value in top.items():
         if value is not None:
             data[key] = value
     return validate(data, base_dir=path.parent)
+
+
+def _unique_keys(node: yaml.Node | None, path: list[str]) -> None:
+    """Refuse a key given twice in one mapping (PyYAML would silently keep the last)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise SpecError(".".join([*path, key]),
+                                f"given twice (lines {seen[key]} and {line}); give it once")
+            seen[key] = line
+            _unique_keys(value_node, [*path, key])
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _unique_keys(item, [*path, str(i)])
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold one non-empty mapping with each key given once.
+
+    Every other case is bad input (:class:`SpecError`, one line): no such path, a
+    directory, unreadable, not YAML, empty, a list or scalar, a duplicated key."""
+    if path.is_dir():
+        raise SpecError("", f"{what} file {path} is a directory, not a YAML file")
+    if not path.is_file():
+        raise SpecError("", f"{what} file not found: {path}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError("", f"{path}: cannot read the {what} file: "
+                        f"{getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+        _unique_keys(yaml.compose(text, Loader=yaml.SafeLoader), [])
+    except yaml.YAMLError as exc:
+        raise SpecError("", f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if data is None:
+        raise SpecError("", f"{path}: the {what} file is empty (write at least `name: ...`)")
+    if not isinstance(data, dict):
+        raise SpecError("", f"{path}: the {what} must be a YAML mapping, got a "
+                        f"{type(data).__name__}")
+    return data
 
 
 def validate(data: dict[str, Any], base_dir: Path | None = None) -> Experiment:
@@ -557,6 +598,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         raise SpecError(key, "not a dotted key path")
     try:
         value = yaml.safe_load(raw)
+        _unique_keys(yaml.compose(raw, Loader=yaml.SafeLoader), [key.strip()])
     except yaml.YAMLError as exc:
         raise SpecError(key, f"value is not a YAML scalar: {raw!r}") from exc
     node: Any = data
@@ -576,9 +618,23 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         raise SpecError(key, "cannot set a key inside a non-mapping")
 
 
+def _member(part: str) -> bool:
+    """A location part pydantic adds for a union's member (``constrained-int``), not a key."""
+    return part.startswith(("constrained-", "function-", "is-instance[", "nullable[")) or \
+        part in ("int", "float", "str", "bool", "none")
+
+
 def _spec_error(exc: ValidationError) -> SpecError:
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    err = errors[0]
     loc = [str(p) for p in err["loc"]]
+    if loc and _member(loc[-1]):
+        # a union (``turns: int | DIST``): a mapping was meant as the DIST, anything else
+        # as the number; report the member the input was meant for, at the key's own path
+        same = [e for e in errors if [str(p) for p in e["loc"]][:-1] == loc[:-1]]
+        if isinstance(err.get("input"), dict):
+            err = next((e for e in same if str(e["loc"][-1]).startswith("function-")), err)
+    loc = [str(p) for p in err["loc"] if not _member(str(p))]
     # Drop the discriminator tags pydantic adds for tagged unions (load.arrivals.poisson.rate_cps).
     if len(loc) >= 3 and loc[:2] == ["load", "arrivals"] and err["type"] != "union_tag_invalid":
         loc = loc[:2] + loc[3:]
@@ -601,7 +657,7 @@ def _spec_error(exc: ValidationError) -> SpecError:
                      "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}[kind]
         limit = ctx.get(bound)
         what = "an integer" if isinstance(limit, int) else "a number"
-        return SpecError(".".join(loc), f"must be {what} {op} {limit:g}, got {got!r}")
+        return SpecError(".".join(loc), f"must be {what} {op} {limit:.15g}, got {got!r}")
     if kind == "string_pattern_mismatch":
         return SpecError(".".join(loc), f"must match {ctx.get('pattern')}, got {got!r}")
     simple = {"int": "an integer", "float": "a number", "finite_number": "a finite number",
