@@ -23,9 +23,9 @@ from typing import Annotated, Any, Union
 import pyarrow as pa
 
 __all__ = [
-    "CALL_COLUMNS", "CALL_SCHEMA", "OUTCOMES", "STEP_COLUMNS", "STEP_SCHEMA",
-    "TIMESERIES_BASE", "TURN_COLUMNS", "TURN_SCHEMA", "CallRecord", "Int32", "StepRecord",
-    "TurnRecord", "arrow_schema", "columns",
+    "CALL_COLUMNS", "CALL_SCHEMA", "LLM_CAUSE", "NO_REPLY", "OUTCOMES", "STEP_COLUMNS",
+    "STEP_SCHEMA", "TIMESERIES_BASE", "TURN_COLUMNS", "TURN_SCHEMA", "CallRecord", "Int32",
+    "StepRecord", "TurnRecord", "arrow_schema", "columns",
 ]
 
 #: An integer stored as a 32-bit Arrow column (counts, codes, indices).
@@ -35,6 +35,12 @@ Int32 = Annotated[int, pa.int32()]
 #: refused by another layer (CPS cap, proxy backlog, media capacity, security); no
 #: final answer or any other failure (408 on Timer B, a component that died, ...).
 OUTCOMES = ("answered", "blocked", "failed", "rejected")
+
+#: A turn's ``cause`` when its LLM request failed is this prefix and the request's cause
+#: (``llm.http_401``, ``llm.http_503``, ``llm.timeout``, ``llm.bad_json``, ...).
+LLM_CAUSE = "llm."
+#: A turn's ``cause`` when the caller heard no reply.
+NO_REPLY = "no_reply"
 
 
 @dataclass(slots=True)
@@ -87,6 +93,7 @@ class TurnRecord:
     retries: Int32  # requests refused with 429 and retried
     failed: bool  # a stage gave up (canned fallback) or no reply was heard
     barge_in: bool  # the caller talked over the reply
+    cause: str  # why it failed ("" when fine): ``llm.http_401``, ``llm.timeout``, ...
 
 
 @dataclass(slots=True)

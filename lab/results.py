@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from lab.records import (
     CALL_COLUMNS,
     CALL_SCHEMA,
+    LLM_CAUSE,
     OUTCOMES,
     STEP_COLUMNS,
     STEP_SCHEMA,
@@ -38,8 +39,8 @@ from lab.records import (
 from lab.series import count_per_second, occupancy_per_second
 
 __all__ = ["CALL_COLUMNS", "OUTCOMES", "STEP_COLUMNS", "TIMESERIES_BASE", "TURN_COLUMNS",
-           "calls_table", "conform", "mean_ci95", "percentiles", "steps_table", "summarize",
-           "timeseries", "turns_table"]
+           "calls_table", "conform", "llm_errors", "mean_ci95", "percentiles", "steps_table",
+           "summarize", "timeseries", "turns_table"]
 
 
 # ---------------------------------------------------------------------------- tables
@@ -186,12 +187,13 @@ def mean_ci95(per_rep: list[float], successes: int | None = None,
 
 
 def ai_summary(turns: pd.DataFrame | dict[str, np.ndarray], usage: dict[str, dict[str, Any]],
-               horizon_s: float) -> dict[str, Any]:
+               horizon_s: float, errors: dict[str, int] | None = None) -> dict[str, Any]:
     """Per AI stage: probability a request waited for a slot, the wait, slot utilisation.
 
     ``usage`` gives each stage's slots (None: unlimited, never waits) and busy
     slot-seconds summed over replications; ``horizon_s`` is the simulated time
-    summed over replications.
+    summed over replications; ``errors`` are the LLM's failed turns by cause
+    (:func:`llm_errors`), ``ai.llm.errors``.
     """
     out: dict[str, Any] = {}
     for stage in ("stt", "llm", "tts"):
@@ -207,7 +209,20 @@ def ai_summary(turns: pd.DataFrame | dict[str, np.ndarray], usage: dict[str, dic
             "utilization": util,
             "concurrency": servers,
         }
+    out["llm"]["errors"] = dict(errors or {})
     return out
+
+
+def llm_errors(turns: pd.DataFrame, warmup_s: float = 0.0) -> dict[str, int]:
+    """Turns (started at or after ``warmup_s``) whose LLM request failed, by cause:
+    ``{"http_401": 3, "timeout": 1, ...}`` from the turns' ``cause`` (``llm.<cause>``)."""
+    if not len(turns) or "cause" not in turns:
+        return {}
+    cause = turns["cause"]
+    keep = turns["start_s"].to_numpy(float) >= warmup_s
+    counts = (cause if bool(keep.all()) else cause[keep]).value_counts()
+    return {str(k)[len(LLM_CAUSE):]: int(n) for k, n in sorted(counts.items())
+            if isinstance(k, str) and k.startswith(LLM_CAUSE)}
 
 
 def _counted_columns(turns: pd.DataFrame, warmup_s: float, names: tuple[str, ...]
@@ -253,7 +268,8 @@ def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_
         "voice_to_voice_ms": percentiles(tcount.get("voice_to_voice_ms", [])),
         "mos": {"mean": float(mos.mean()) if mos.size else None,
                 "p05": float(np.percentile(mos, 5)) if mos.size else None},
-        "ai": ai_summary(tcount, run.get("ai", {}), float(run.get("ai_horizon_s", 0.0))),
+        "ai": ai_summary(tcount, run.get("ai", {}), float(run.get("ai_horizon_s", 0.0)),
+                         llm_errors(turns, warmup_s)),
         "security": {"attack_requests": 0, "attack_blocked": 0,
                      "legit_rejected": int(counted["rejected_by"].fillna("").str.startswith(
                          "security").sum())},

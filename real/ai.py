@@ -51,6 +51,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import fcntl
+import json
 import math
 import os
 import threading
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab.proc.lines import read_file
+from lab.records import LLM_CAUSE, NO_REPLY
 from lab.spec import Ai
 from lab.streams import Streams
 from real import reply as replies
@@ -235,8 +237,8 @@ class Pipeline:
         if self.url is not None:
             try:
                 return replies.http_reply(self.url, text, job.sip_call_id, job.turn), None
-            except (OSError, ValueError) as exc:
-                return replies.rule_reply(text), type(exc).__name__
+            except Exception as exc:  # any failure: the canned reply is spoken, the turn counted
+                return replies.rule_reply(text), replies.error_cause(exc)
         time.sleep(max(0.0, job.ttft_ms) / 1000.0)
         return replies.rule_reply(text), None
 
@@ -392,6 +394,42 @@ def agent_turns(workdir: Path) -> AgentTurns:
     return out
 
 
+class AgentTurnLog:
+    """The voice agents' turn records of a run as they are written, read incrementally.
+
+    Each agent flushes a record per line (``agent<k>.jsonl``); :meth:`update` reads
+    only what was appended since the last call (a partial last line waits for its
+    newline), so the coordinator can join a call's turns the moment the call ends.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.turns: AgentTurns = {}
+        self._pos: dict[Path, int] = {}
+        self._part: dict[Path, bytes] = {}
+
+    def update(self) -> AgentTurns:
+        """Every turn record logged so far, keyed by (plan call id, turn index)."""
+        for path in sorted(self.workdir.glob("agent*.jsonl")):
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(self._pos.get(path, 0))
+                    data = fh.read()
+            except OSError:
+                continue
+            self._pos[path] = self._pos.get(path, 0) + len(data)
+            *lines, self._part[path] = (self._part.get(path, b"") + data).split(b"\n")
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if (isinstance(rec, dict) and rec.get("ev") == "turn"
+                        and rec.get("call") is not None and rec.get("turn") is not None):
+                    self.turns[(int(rec["call"]), int(rec["turn"]))] = rec
+        return self.turns
+
+
 def _num(value: Any) -> float:
     return float(value) if value is not None else math.nan
 
@@ -415,6 +453,8 @@ def turn_row(caller: dict[str, Any], agent: dict[str, Any] | None, run_start: fl
     v2v = _num(caller.get("voice_to_voice_ms"))
     parts = {k: _num(a.get(k)) for k in PARTS}
     network = v2v - sum(parts.values())  # NaN unless every part is known
+    cause = f"{LLM_CAUSE}{a['llm_error']}" if a.get("llm_error") else (
+        NO_REPLY if math.isnan(v2v) else "")
     return {
         "call_id": int(caller["call_id"]), "turn": int(caller["turn"]),
         "start_s": float(caller["t_speech_end"]) - run_start,
@@ -423,7 +463,7 @@ def turn_row(caller: dict[str, Any], agent: dict[str, Any] | None, run_start: fl
         "caller_speech_s": float(caller["caller_speech_s"]),
         "agent_speech_s": float(caller["agent_speech_s"]),
         "llm_tokens": _num(a.get("llm_tokens")),
-        "retries": 0, "failed": math.isnan(v2v), "barge_in": False,
+        "retries": 0, "failed": bool(cause), "barge_in": False, "cause": cause,
     }
 
 

@@ -14,20 +14,37 @@ Set ``SIPLAB_AGENT_LLM_URL`` (``http://`` or ``https://``) and the stage POSTs
 ``Authorization: Bearer $SIPLAB_AGENT_LLM_KEY`` when that variable is set (the key
 is never logged), and speaks the ``"reply"`` string of the JSON answer. The
 emulated ``ttft_ms`` is then *not* slept: the endpoint's own latency is the
-stage's time. On an error or after :data:`HTTP_TIMEOUT_S` the rule-based reply is
-used and the error is logged with the turn.
+stage's time. On an error or after :data:`HTTP_TIMEOUT_S` (``SIPLAB_AGENT_LLM_TIMEOUT_S``
+sets another) the rule-based reply is still spoken, but the turn counts as failed:
+:func:`error_cause` names why (``http_401``, ``http_503``, ``timeout``, ``bad_json``,
+``connect_error``), the agent logs it with the turn, and the run counts it
+(``turns.cause`` = ``llm.<cause>``, ``summary.json`` ``ai.llm.errors``).
+
+The key is a secret: only the voice agents, which call the endpoint, get it in their
+environment (:mod:`real.credentials`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
 URL_ENV = "SIPLAB_AGENT_LLM_URL"
 KEY_ENV = "SIPLAB_AGENT_LLM_KEY"
+TIMEOUT_ENV = "SIPLAB_AGENT_LLM_TIMEOUT_S"
 HTTP_TIMEOUT_S = 10.0
+
+
+class EndpointError(ValueError):
+    """The external endpoint gave no usable reply; ``cause`` says why (``http_503``, ...)."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(f"{cause}: {detail}")
+        self.cause = cause
 
 RULES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("order", "delivery", "shipping", "status"),
@@ -66,14 +83,40 @@ def endpoint_url() -> str | None:
     return url if url.startswith(("http://", "https://")) else None
 
 
+def timeout_s() -> float:
+    """The endpoint's timeout: ``SIPLAB_AGENT_LLM_TIMEOUT_S`` if a number > 0, else
+    :data:`HTTP_TIMEOUT_S`."""
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, ""))
+    except ValueError:
+        return HTTP_TIMEOUT_S
+    return value if value > 0 else HTTP_TIMEOUT_S
+
+
+def error_cause(exc: BaseException) -> str:
+    """The short cause of a failed endpoint request: ``http_<status>``, ``timeout``,
+    ``bad_json`` (no JSON object with a ``"reply"`` string) or ``connect_error``."""
+    if isinstance(exc, EndpointError):
+        return exc.cause
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"http_{exc.code}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return "timeout"
+    if isinstance(exc, ValueError):  # json.JSONDecodeError, a body that is not UTF-8
+        return "bad_json"
+    return "connect_error"
+
+
 def http_reply(url: str, text: str, call_id: str, turn: int,
-               timeout_s: float = HTTP_TIMEOUT_S) -> str:
+               timeout: float | None = None) -> str:
     """Ask the external endpoint for the reply text.
 
     Raises
     ------
     OSError, ValueError
-        On a network error or an answer without a ``"reply"`` string.
+        On a network error, an HTTP error status, a timeout, or an answer that is not
+        JSON with a ``"reply"`` string (:func:`error_cause` names which).
     """
     body = json.dumps({"text": text, "call_id": call_id, "turn": turn}).encode()
     headers = {"Content-Type": "application/json"}
@@ -81,9 +124,13 @@ def http_reply(url: str, text: str, call_id: str, turn: int,
     if key:
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-        answer = json.loads(resp.read())
+    with urllib.request.urlopen(req, timeout=timeout or timeout_s()) as resp:
+        raw = resp.read()
+    try:
+        answer = json.loads(raw)
+    except ValueError as exc:
+        raise EndpointError("bad_json", f"answer is not JSON ({exc})") from None
     reply = answer.get("reply") if isinstance(answer, dict) else None
     if not isinstance(reply, str) or not reply.strip():
-        raise ValueError("endpoint answer has no 'reply' string")
+        raise EndpointError("bad_json", "endpoint answer has no 'reply' string")
     return reply

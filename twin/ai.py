@@ -230,6 +230,9 @@ class Pipeline:
         for w in (w1, w2, w3):
             w *= 1e3  # in place: the same values as w * 1e3
         n = spoke.size
+        failed = ran(self.failed) if self.failed is not None else np.zeros(n, bool)
+        cause = np.full(n, "", dtype=object)  # one shared str object, not one per turn
+        cause[failed] = "retries_exhausted"
         return {
             "call_id": call_of, "turn": step,
             "voice_to_voice_ms": v2v, "vad_ms": vad, "stt_ms": stt,
@@ -240,8 +243,10 @@ class Pipeline:
             "llm_tokens": ran(inp.tokens),
             "retries": ran(self.retries) if self.retries is not None else np.zeros(
                 n, dtype=np.int32),
-            "failed": ran(self.failed) if self.failed is not None else np.zeros(n, bool),
+            "failed": failed,
             "barge_in": ~np.isnan(ran(inp.barge_s)),
+            # a stage refused with 429 until its retries ran out (canned fallback)
+            "cause": cause,
         }
 
     def usage(self) -> dict[str, dict[str, Any]]:
