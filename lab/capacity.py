@@ -24,8 +24,11 @@ is one random busy hour, so its blocking is itself a random number: with ~1 000
 calls and 1 % blocking a single hour shows anywhere from ~0.4 % to ~1.6 %.
 Independent replications (separate ``numpy`` seed streams) give a Student-t 95 %
 confidence interval (:func:`lab.results.mean_ci95`); the analytic value should
-fall inside it, and the dimensioning answer is stated with it:
-"N channels carry the peak at <= 1 % blocking (Erlang B); simulated: p [lo, hi]".
+fall inside it. The dimensioning answer is the one the twin *confirms*
+(:func:`plan`): a channel count counts only when the whole interval lies at or
+below the target; while the target lies inside the interval, replications are
+added (up to a cap), and a count the twin shows to miss is followed by the next.
+When no count is decided the answer says so instead of quoting Erlang B's.
 
 Sweeps and verification replace the experiment's arrival profile by a
 *stationary* Poisson stream at the chosen load (the busy-hour assumption of
@@ -319,7 +322,8 @@ def verify_channels(exp: Experiment, channels: int, replications: int | None = N
     -------
     dict
         ``channels``, ``offered_erlangs``, ``target_blocking``, ``erlang_b``,
-        ``blocking`` with ``ci95`` [lo, hi], ``replications``, ``calls``,
+        ``blocking`` with ``ci95`` [lo, hi] (see :func:`widened_ci95`),
+        ``replications``, ``calls``,
         ``carried_erlangs`` and ``consistent`` (the CI reaches down to the
         target: the simulation does not contradict "blocking <= target").
     """
@@ -337,7 +341,8 @@ def verify_channels(exp: Experiment, channels: int, replications: int | None = N
         if out_root is None:
             shutil.rmtree(root, ignore_errors=True)
     bp = data.summary["blocking_probability"]
-    lo, hi = bp["ci95"]
+    lo, hi = widened_ci95(bp["ci95"], data.summary["calls"]["blocked"],
+                          data.summary["calls"]["offered"])
     return {
         "channels": int(channels),
         "offered_erlangs": offered,
@@ -352,33 +357,151 @@ def verify_channels(exp: Experiment, channels: int, replications: int | None = N
     }
 
 
+def widened_ci95(ci95: Any, blocked: int, offered: int) -> list[float | None]:
+    """The replications' Student-t interval, widened to cover the pooled Wilson interval.
+
+    When every replication sees the same blocking — most often none at all — the
+    t interval collapses to a point ([0, 0]) and would "confirm" any target; the
+    Wilson score interval on blocked/offered calls still says what so few calls
+    cannot rule out (0 of 268 calls: up to 1.4 %).
+    """
+    from lab.results import wilson_ci95
+
+    lo, hi = ci95
+    if not offered or lo is None or hi is None:
+        return [lo, hi]
+    w_lo, w_hi = wilson_ci95(int(blocked), int(offered))
+    return [min(lo, w_lo), max(hi, w_hi)]
+
+
+#: What the twin's 95 % CI says about a channel count against the target: its upper
+#: end at or below the target (``meets``), its lower end above it (``misses``), or
+#: the target inside it (``undecided``).
+MEETS, MISSES, UNDECIDED = "meets", "misses", "undecided"
+
+#: More channels than Erlang B's count a plan tries before it gives up.
+MAX_EXTRA_CHANNELS = 20
+
+
+def verdict(ci95: Any, target_blocking: float) -> str:
+    """:data:`MEETS`, :data:`MISSES` or :data:`UNDECIDED` for a blocking CI [lo, hi]."""
+    lo, hi = ci95
+    if lo is None or hi is None:
+        return UNDECIDED
+    if hi <= target_blocking:
+        return MEETS
+    if lo > target_blocking:
+        return MISSES
+    return UNDECIDED
+
+
+def decide_channels(exp: Experiment, channels: int, target_blocking: float, *,
+                    replications: int, max_replications: int, erlangs: float | None = None,
+                    jobs: int | None = None, base_dir: Path | None = None) -> dict[str, Any]:
+    """Simulate ``channels`` with more and more replications until the CI decides.
+
+    Starts at ``replications`` and doubles them (up to ``max_replications``) while
+    the target lies inside the 95 % CI: more replications narrow the interval
+    roughly as 1/sqrt(n), so a channel count whose true blocking is not exactly
+    the target is eventually decided. Returns :func:`verify_channels`' dict plus
+    ``verdict`` (see :func:`verdict`) and ``capped`` (stopped at the cap).
+    """
+    if replications < 1 or max_replications < replications:
+        raise SpecError("max_replications", f"must be an integer >= replications "
+                        f"({replications}), got {max_replications!r}")
+    reps = replications
+    while True:
+        result = verify_channels(exp, channels, reps, erlangs=erlangs,
+                                 target_blocking=target_blocking, jobs=jobs, base_dir=base_dir)
+        result["verdict"] = verdict(result["ci95"], target_blocking)
+        result["capped"] = result["verdict"] == UNDECIDED and reps >= max_replications
+        if result["verdict"] != UNDECIDED or reps >= max_replications:
+            return result
+        reps = min(max_replications, 2 * reps)
+
+
 @dataclass(frozen=True)
 class Answer:
-    """The dimensioning answer: analytic channel count and its simulated check."""
+    """The dimensioning answer: Erlang B's channel count and what the twin confirmed.
+
+    ``tried`` holds :func:`decide_channels`' result for each channel count tried,
+    from Erlang B's count upwards; the answer is the first the twin confirms
+    (``channels``), or None when none within :data:`MAX_EXTRA_CHANNELS` was.
+    """
 
     peak_erlangs: float
     target_blocking: float
-    channels: int
-    verified: dict[str, Any]
+    erlang_b_channels: int
+    tried: tuple[dict[str, Any], ...]
+
+    @property
+    def confirmed(self) -> dict[str, Any] | None:
+        """The result of the channel count the twin confirmed, if any."""
+        return next((t for t in self.tried if t["verdict"] == MEETS), None)
+
+    @property
+    def channels(self) -> int | None:
+        """The fewest channels tried whose simulated 95 % CI lies at or below the target."""
+        best = self.confirmed
+        return None if best is None else int(best["channels"])
 
     def text(self) -> str:
-        """The answer in one sentence, with the simulated blocking and its CI."""
-        v = self.verified
-        lo, hi = v["ci95"]
-        return (f"{self.channels} channels carry the peak of {self.peak_erlangs:.4g} Erlangs at "
-                f"≤{_pct(self.target_blocking)} blocking (Erlang B: {_pct(v['erlang_b'], 2)}); "
-                f"simulated: {_pct(v['blocking'], 2)} [{_pct(lo, 2)}, {_pct(hi, 2)}] "
-                f"(95 % CI, {v['replications']} replications)")
+        """The answer in one sentence: the twin-confirmed count, or plainly that there is none."""
+        target = _pct(self.target_blocking)
+        best = self.confirmed
+        if best is not None:
+            lo, hi = best["ci95"]
+            b = self.erlang_b_channels
+            analytic = ("the same count as Erlang B" if b == best["channels"]
+                        else f"Erlang B alone says {b}")
+            return (f"{best['channels']} channels carry the peak of {self.peak_erlangs:.4g} "
+                    f"erlangs at ≤ {target} blocking, twin-confirmed: simulated "
+                    f"{_pct(best['blocking'], 2)} [{_pct(lo, 2)}, {_pct(hi, 2)}] (95 % CI "
+                    f"over {best['replications']} replications, entirely below the target); "
+                    f"{analytic}")
+        last = self.tried[-1]
+        lo, hi = last["ci95"]
+        why = ("still straddles the target at the replication cap" if last["verdict"] == UNDECIDED
+               else "is still above the target")
+        return (f"The twin cannot confirm a channel count for the peak of "
+                f"{self.peak_erlangs:.4g} erlangs at ≤ {target} blocking: at "
+                f"{last['channels']} channels simulated blocking {_pct(last['blocking'], 2)} "
+                f"[{_pct(lo, 2)}, {_pct(hi, 2)}] (95 % CI over {last['replications']} "
+                f"replications) {why}; Erlang B says {self.erlang_b_channels} — run more "
+                f"replications or longer runs to decide")
+
+    def table(self) -> pd.DataFrame:
+        """A row per channel count tried: the twin's blocking, its CI and the verdict."""
+        rows = [{"channels": t["channels"], "erlang_b": t["erlang_b"],
+                 "simulated": t["blocking"], "ci95_lo": t["ci95"][0], "ci95_hi": t["ci95"][1],
+                 "replications": t["replications"], "verdict": t["verdict"]}
+                for t in self.tried]
+        return pd.DataFrame(rows)
 
 
 def plan(exp: Experiment, target_blocking: float = 0.01, replications: int | None = None, *,
+         max_replications: int | None = None, max_extra_channels: int = MAX_EXTRA_CHANNELS,
          jobs: int | None = None, base_dir: Path | None = None) -> Answer:
-    """Dimension the trunk for the experiment's peak load and verify it on the twin."""
+    """Dimension the trunk for the experiment's peak load, confirmed on the twin.
+
+    Starts at Erlang B's count (:func:`channels_needed`) and asks the twin
+    (:func:`decide_channels`); a count the twin shows to miss the target, or
+    cannot decide at ``max_replications`` (default 8 × ``replications``), is
+    followed by the next, up to ``max_extra_channels`` more. The first count
+    whose 95 % CI lies at or below the target is the answer.
+    """
     peak = peak_erlangs(exp, base_dir)
-    n = channels_needed(peak, target_blocking)
-    verified = verify_channels(exp, n, replications, erlangs=peak,
-                               target_blocking=target_blocking, jobs=jobs, base_dir=base_dir)
-    return Answer(peak, target_blocking, n, verified)
+    first = channels_needed(peak, target_blocking)
+    reps = int(replications or exp.replications)
+    cap = max(reps, int(max_replications)) if max_replications is not None else 8 * reps
+    tried: list[dict[str, Any]] = []
+    for n in range(first, first + max_extra_channels + 1):
+        tried.append(decide_channels(exp, n, target_blocking, replications=reps,
+                                     max_replications=cap, erlangs=peak, jobs=jobs,
+                                     base_dir=base_dir))
+        if tried[-1]["verdict"] == MEETS:
+            break
+    return Answer(peak, target_blocking, first, tuple(tried))
 
 
 def erlang_b_curve(channels: int, loads_erlangs: Any) -> np.ndarray:

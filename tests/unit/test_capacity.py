@@ -99,12 +99,93 @@ def test_verify_channels_confirms_the_analytic_answer() -> None:
     assert result["consistent"]
 
 
-def test_plan_answer_text() -> None:
-    answer = capacity.plan(small_trunk(replications=2), 0.01, jobs=1)
-    assert answer.channels == 11
+def test_plan_answer_is_twin_confirmed() -> None:
+    answer = capacity.plan(small_trunk(replications=2), 0.01, max_replications=16, jobs=1)
+    assert answer.erlang_b_channels == 11
+    assert answer.tried[0]["channels"] == 11
     text = answer.text()
-    assert text.startswith("11 channels carry the peak of 5 Erlangs at ≤1 % blocking (Erlang B")
-    assert "simulated:" in text and "95 % CI" in text
+    best = answer.confirmed
+    if best is None:  # the twin could not decide: the answer must say so, not quote Erlang B
+        assert text.startswith("The twin cannot confirm a channel count")
+        assert answer.channels is None
+    else:
+        lo, hi = best["ci95"]
+        assert hi <= 0.01  # the headline agrees with its own simulation
+        assert text.startswith(f"{answer.channels} channels carry the peak of 5 erlangs at "
+                               "≤ 1 % blocking, twin-confirmed")
+        assert f"[{100 * lo:.2f} %, {100 * hi:.2f} %]" in text and "95 % CI" in text
+    for t in answer.tried[:-1]:
+        assert t["verdict"] != capacity.MEETS and (t["verdict"] == capacity.MISSES
+                                                    or t["capped"])
+    table = answer.table()
+    assert table["channels"].tolist() == [t["channels"] for t in answer.tried]
+    assert set(table.columns) == {"channels", "erlang_b", "simulated", "ci95_lo", "ci95_hi",
+                                  "replications", "verdict"}
+
+
+@pytest.mark.parametrize(("ci", "verdict"), [
+    ((0.002, 0.009), "meets"), ((0.0, 0.01), "meets"), ((0.011, 0.02), "misses"),
+    ((0.005, 0.0182), "undecided"), ((None, None), "undecided")])
+def test_verdict(ci: tuple, verdict: str) -> None:
+    assert capacity.verdict(ci, 0.01) == verdict
+
+
+def test_a_collapsed_interval_is_widened_by_the_calls() -> None:
+    # Every replication saw no blocking: Student t says [0, 0], which would confirm any target.
+    assert capacity.widened_ci95([0.0, 0.0], 0, 268)[1] == pytest.approx(0.0141, abs=1e-3)
+    assert capacity.verdict(capacity.widened_ci95([0.0, 0.0], 0, 268), 0.01) == "undecided"
+    assert capacity.widened_ci95([0.0, 0.0], 0, 5000)[1] < 0.001
+    assert capacity.widened_ci95([0.005, 0.04], 20, 1000) == [0.005, 0.04]  # wider already
+
+
+def _fake_verify(table: dict[tuple[int, int], tuple[float, float]], calls: list):
+    """A stand-in for verify_channels: the CI each (channels, replications) would show."""
+    def verify(exp, channels, replications=None, **kw):
+        calls.append((channels, replications))
+        lo, hi = table[(channels, replications)]
+        return {"channels": channels, "offered_erlangs": 5.0, "erlang_b": 0.0083,
+                "target_blocking": kw["target_blocking"], "blocking": (lo + hi) / 2,
+                "ci95": [lo, hi], "replications": replications, "calls": 1000,
+                "carried_erlangs": 5.0, "consistent": lo <= kw["target_blocking"]}
+    return verify
+
+
+def test_plan_adds_replications_then_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 11 channels: undecided at 2 and 4 replications, shown to miss at 8; 12: meets at 2.
+    table = {(11, 2): (0.005, 0.0182), (11, 4): (0.008, 0.013), (11, 8): (0.0105, 0.012),
+             (12, 2): (0.001, 0.006)}
+    calls: list = []
+    monkeypatch.setattr(capacity, "verify_channels", _fake_verify(table, calls))
+    answer = capacity.plan(small_trunk(replications=2), 0.01, max_replications=8)
+    assert calls == [(11, 2), (11, 4), (11, 8), (12, 2)]
+    assert [t["verdict"] for t in answer.tried] == ["misses", "meets"]
+    assert answer.channels == 12
+    assert answer.text().startswith("12 channels carry the peak of 5 erlangs at ≤ 1 % "
+                                    "blocking, twin-confirmed: simulated 0.35 % [0.10 %, 0.60 %]"
+                                    " (95 % CI over 2 replications")
+    assert answer.text().endswith("Erlang B alone says 11")
+
+
+def test_plan_says_plainly_when_it_cannot_decide(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The issue's case: 1.16 % [0.50, 1.82] must never read as "<= 1 %".
+    table = {(11 + k, r): (0.0050, 0.0182) for k in range(3) for r in (5, 10, 20)}
+    calls: list = []
+    monkeypatch.setattr(capacity, "verify_channels", _fake_verify(table, calls))
+    answer = capacity.plan(small_trunk(replications=5), 0.01, max_replications=20,
+                           max_extra_channels=2)
+    assert calls == [(n, r) for n in (11, 12, 13) for r in (5, 10, 20)]
+    assert answer.channels is None and answer.confirmed is None
+    assert all(t["capped"] for t in answer.tried)
+    text = answer.text()
+    assert text.startswith("The twin cannot confirm a channel count for the peak of 5 erlangs "
+                           "at ≤ 1 % blocking: at 13 channels simulated blocking 1.16 % "
+                           "[0.50 %, 1.82 %] (95 % CI over 20 replications) still straddles")
+    assert "channels carry the peak" not in text
+
+
+def test_decide_channels_refuses_a_cap_below_the_start() -> None:
+    with pytest.raises(SpecError, match="max_replications"):
+        capacity.decide_channels(small_trunk(), 11, 0.01, replications=4, max_replications=2)
 
 
 def test_run_and_load_run(tmp_path: Path) -> None:
