@@ -14,8 +14,10 @@ replication never returned.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -157,32 +159,49 @@ def run_experiment(exp: Experiment, *, backend: str = "twin", out_dir: Path | No
     return summary
 
 
-def _run_one(name: str, exp: Experiment, rep: int, plan: Sequence[CallPlan]) -> Replication:
-    """One replication in a worker process (the backend is looked up there by name)."""
-    return backend(name).run(exp, rep, plan)
+#: Seconds the coordinator waits, after Ctrl-C, for parallel replications to hand back
+#: what they finished (a second Ctrl-C stops waiting).
+GRACE_S = 60.0
+
+# In a worker process: a stop was asked (SIGINT), and whether a replication is running.
+_stop = False
+_running = False
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, _worker_sigint)
+
+
+def _worker_sigint(signum: int, frame: Any) -> None:
+    """The first SIGINT stops the running replication (which then returns what finished);
+    later ones -- the terminal's and the coordinator's both arrive -- and one reaching an
+    idle worker only mark it stopped, so no worker dies and breaks the pool."""
+    global _stop
+    first = not _stop
+    _stop = True
+    if first and _running:
+        raise KeyboardInterrupt
+
+
+def _run_one(name: str, exp: Experiment, rep: int, plan: Sequence[CallPlan]
+             ) -> Replication | None:
+    """One replication in a worker process (the backend is looked up there by name);
+    ``None`` when the run was interrupted before this replication began."""
+    global _running
+    if _stop:
+        return None
+    _running = True
+    try:
+        return backend(name).run(exp, rep, plan)
+    finally:
+        _running = False
 
 
 def _run_all(exp: Experiment, impl: Backend, plans: Sequence[Sequence[CallPlan]],
              reps: dict[int, Replication], out: Path, jobs: int | None, show: bool) -> None:
     jobs = jobs or min(len(plans), os.cpu_count() or 1)
     if impl.parallel and jobs > 1 and len(plans) > 1:
-        from tqdm import tqdm
-
-        pool = ProcessPoolExecutor(max_workers=jobs)
-        try:
-            futures = {pool.submit(_run_one, impl.name, exp, rep, plan): rep
-                       for rep, plan in enumerate(plans)}
-            for fut in tqdm(futures, desc=f"{exp.name} replications", unit="rep",
-                            disable=not show, file=sys.stderr):
-                reps[futures[fut]] = fut.result()
-        except BaseException:
-            # keep the replications that finished; stop the others now
-            workers = list(getattr(pool, "_processes", {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in workers:
-                proc.terminate()
-            raise
-        pool.shutdown()
+        _run_parallel(exp, impl, plans, reps, jobs, show)
         return
     for rep, plan in enumerate(plans):
         journal = _Journal(out, rep)
@@ -192,6 +211,61 @@ def _run_all(exp: Experiment, impl: Backend, plans: Sequence[Sequence[CallPlan]]
         journal.remove()
         if result.interrupted:
             raise KeyboardInterrupt
+
+
+def _run_parallel(exp: Experiment, impl: Backend, plans: Sequence[Sequence[CallPlan]],
+                  reps: dict[int, Replication], jobs: int, show: bool) -> None:
+    """Replications in worker processes. On Ctrl-C (or a failure) every running
+    replication is told to stop and hands back the calls it finished; those not begun
+    are cancelled; then the interruption goes on up."""
+    from tqdm import tqdm
+
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    futures = {pool.submit(_run_one, impl.name, exp, rep, plan): rep
+               for rep, plan in enumerate(plans)}
+    try:
+        for fut in tqdm(futures, desc=f"{exp.name} replications", unit="rep",
+                        disable=not show, file=sys.stderr):
+            if (res := fut.result()) is not None:
+                reps[futures[fut]] = res
+                if res.interrupted:  # its worker alone was sent SIGINT: stop them all
+                    raise KeyboardInterrupt
+    except BaseException:
+        _collect_stopped(pool, futures, reps)
+        raise
+    pool.shutdown()
+
+
+def _collect_stopped(pool: ProcessPoolExecutor, futures: dict[Any, int],
+                     reps: dict[int, Replication]) -> None:
+    """Stop every worker and keep what each finished (bounded by :data:`GRACE_S`)."""
+    workers = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:  # a SIGINT sent to this process alone reaches them too
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + GRACE_S
+    lost = []
+    try:
+        for fut, rep in futures.items():
+            if fut.cancelled() or rep in reps:
+                continue
+            try:
+                res = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # that replication is lost; counted below
+                lost.append(rep)
+                continue
+            if res is not None:
+                reps[rep] = res
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        pass
+    finally:
+        for proc in workers:
+            proc.terminate()
+    if lost:
+        print(f"siplab: replications {lost} handed back nothing when stopped", file=sys.stderr)
 
 
 class _Journal:
@@ -313,6 +387,8 @@ def _write(exp: Experiment, backend_name: str, reps: dict[int, Replication], out
                              max(0.0, sim_s - exp.warmup_s), max(1, len(reps))),
         "experiment": exp.name, "seed": exp.seed,
         "status": "complete" if failure is None else "interrupted",
+        "replication_status": [("partial" if reps[r].interrupted else "complete")
+                               if r in reps else "not run" for r in range(exp.replications)],
     }
     summary = R.summarize(calls, turns, backend=backend_name, warmup_s=exp.warmup_s,
                           replications=exp.replications,
