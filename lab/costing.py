@@ -234,24 +234,83 @@ def usage_parts() -> tuple[str, ...]:
 # ---------------------------------------------------------------------------- notebook helpers
 def load(experiment: str | Path, *, duration_s: float | None = None, seed: int | None = None,
          replications: int | None = None, ai_turns: int | None = None) -> Experiment:
-    """An experiment by name or path; ``ai_turns`` makes every scenario an AI conversation."""
+    """An experiment by name or path, with its own workload unless ``ai_turns`` is given.
+
+    ``ai_turns`` (an integer >= 0) replaces every scenario's ``turns``: a what-if on
+    the same calls; None keeps the experiment's workload, so the cost agrees with
+    what ``siplab run`` reports for it.
+    """
     from lab import capacity
 
     sets: list[str] = []
     if ai_turns is not None:
-        if int(ai_turns) < 0:
-            raise SpecError("ai_turns", f"must be an integer >= 0, got {ai_turns!r}")
+        if isinstance(ai_turns, bool) or not isinstance(ai_turns, int) or ai_turns < 0:
+            raise SpecError("ai_turns", f"must be an integer >= 0 or null, got {ai_turns!r}")
         names = load_experiment(capacity.experiment_path(experiment)).scenarios
-        sets = [f"scenarios.{name}.turns={int(ai_turns)}" for name in names]
+        sets = [f"scenarios.{name}.turns={ai_turns}" for name in names]
     return capacity.load(experiment, duration_s=duration_s, seed=seed,
                          replications=replications, overrides=sets)
 
 
-def answer(table: pd.DataFrame, calls_per_month: float) -> str:
-    """The comparison's conclusion in one sentence (``table`` from :func:`compare`)."""
+def own_pricebook(exp: Experiment, base_dir: Path | None = None) -> PriceBook:
+    """The price book the experiment names (``pricebook:``), the one ``siplab run`` uses."""
+    return load_pricebook(exp.pricebook, base_dir)
+
+
+def workload(exp: Experiment, ai_turns: int | None = None) -> str:
+    """Which workload was priced, in words: the experiment's own, or the ``ai_turns`` override."""
+    if ai_turns is not None:
+        return (f"every scenario set to {ai_turns} AI turns per call by -p ai_turns "
+                f"(a what-if: siplab run prices the experiment's own turns)")
+    parts = []
+    for entry in exp.load.mix:
+        sc = exp.scenarios[entry.scenario]
+        turns = sc.turns if isinstance(sc.turns, int) else sc.turns.mean
+        parts.append(f"{entry.scenario}: {turns:g} AI turns per call" if turns
+                     else f"{entry.scenario}: no AI turns, talk only")
+    return "the experiment's own workload (" + "; ".join(parts) + ")"
+
+
+def headline(cost: dict[str, Any], table: pd.DataFrame, calls_per_month: float
+             ) -> pd.DataFrame:
+    """The small table under the answer: the run's own cost, then each price book's month.
+
+    ``cost`` is :func:`run_cost` under the experiment's own price book (what
+    ``siplab run`` writes to summary.json); ``table`` is :func:`compare`.
+    """
+    rows = [{"price book": f"{cost['pricebook']} (the experiment's, this run)",
+             "per minute": _usd(cost["per_minute_usd"]), "per call": _usd(cost["per_call_usd"]),
+             "per month": f"${cost['per_month_usd']:,.0f} at the run's rate"}]
+    rows += [{"price book": str(r["pricebook"]), "per minute": _usd(r["per_minute_usd"]),
+              "per call": _usd(r["per_call_usd"]),
+              "per month": f"${r['per_month_usd']:,.0f} at {calls_per_month:,.0f} calls"}
+             for r in table.to_dict("records")]
+    return pd.DataFrame(rows)
+
+
+def _usd(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"${value:.4f}"
+
+
+def answer(table: pd.DataFrame, calls_per_month: float, cost: dict[str, Any] | None = None
+           ) -> str:
+    """The conclusion in one sentence (``table`` from :func:`compare`).
+
+    With ``cost`` (:func:`run_cost` under the experiment's own price book) the
+    sentence opens with the run's own cost per minute — the figure ``siplab run``
+    reports — then names the cheapest price book at the monthly volume.
+    """
     best = table.iloc[0]
-    text = (f"{best['pricebook']} is the cheapest at ${best['per_minute_usd']:.4f} per answered "
-            f"minute (${best['per_month_usd']:,.0f} a month for {calls_per_month:,.0f} calls)")
+    text = ""
+    if cost is not None:
+        per_min = cost["per_minute_usd"]
+        text = (f"A talk minute costs {100 * per_min:.2f} ¢ (${per_min:.4f}) under the "
+                f"experiment's price book {cost['pricebook']}, as siplab run reports; "
+                if per_min is not None else
+                f"No call was answered, so no minute was priced under {cost['pricebook']}; ")
+        text += f"at {calls_per_month:,.0f} calls a month, DID rent and compute included, "
+    text += (f"{best['pricebook']} is the cheapest at ${best['per_minute_usd']:.4f} per answered "
+             f"minute (${best['per_month_usd']:,.0f} a month for {calls_per_month:,.0f} calls)")
     if len(table) > 1:
         worst = table.iloc[-1]
         saving = worst["per_month_usd"] - best["per_month_usd"]

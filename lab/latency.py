@@ -70,6 +70,18 @@ OTHER_TOLERANCE_MS = 0.5
 
 WAITS = ("stt_wait", "llm_wait", "tts_wait")
 
+#: The waterfall's tail columns: a part averaged over the slowest 5 % of turns (those at
+#: or above the voice-to-voice p95), and its share of that tail. A mean, not a p95.
+TAIL_MS, TAIL_SHARE = "mean_of_slowest_5pct_ms", "slowest_5pct_share"
+WATERFALL_COLUMNS = ("mean_ms", "mean_share", TAIL_MS, TAIL_SHARE)
+
+#: Turns a window needs before its percentile means anything: a p-th percentile of fewer
+#: than 1 / (1 - p) turns is just the window's largest turn.
+MIN_TURNS = {"p50": 2, "p95": 20, "p99": 100}
+
+#: Window lengths :func:`auto_window_s` picks from, seconds.
+NICE_WINDOWS_S = (1, 2, 5, 10, 15, 30, 60, 120, 180, 240, 300, 600, 900, 1800, 3600)
+
 
 # ---------------------------------------------------------------------------- loading
 @dataclass(frozen=True)
@@ -182,20 +194,21 @@ def waterfall(turns: pd.DataFrame) -> pd.DataFrame:
         Indexed by part (:data:`PARTS`, plus ``other`` when any turn has more than
         :data:`OTHER_TOLERANCE_MS` unattributed): ``mean_ms`` (the part averaged over
         all turns; the column sums to the mean voice-to-voice), ``mean_share``,
-        ``p95_ms`` (averaged over the turns at or above the voice-to-voice p95; sums
-        to the mean of that tail) and ``p95_share``. Empty when there are no turns.
+        ``mean_of_slowest_5pct_ms`` (the part averaged over the slowest 5 % of turns,
+        those at or above the voice-to-voice p95; sums to the mean of that tail —
+        not a p95) and ``slowest_5pct_share``. Empty when there are no turns.
     """
     split = parts(turns)
     if split.empty:
-        cols = ("mean_ms", "mean_share", "p95_ms", "p95_share")
+        cols = WATERFALL_COLUMNS
         return pd.DataFrame({c: pd.Series(dtype=float) for c in cols}).rename_axis("part")
     if not (split["other"].abs() > OTHER_TOLERANCE_MS).any():
         split = split.drop(columns="other")
     tail = split[_tail(turns.loc[split.index])]
-    table = pd.DataFrame({"mean_ms": split.mean(), "p95_ms": tail.mean()})
+    table = pd.DataFrame({"mean_ms": split.mean(), TAIL_MS: tail.mean()})
     table["mean_share"] = table["mean_ms"] / table["mean_ms"].sum()
-    table["p95_share"] = table["p95_ms"] / table["p95_ms"].sum()
-    return table[["mean_ms", "mean_share", "p95_ms", "p95_share"]].rename_axis("part")
+    table[TAIL_SHARE] = table[TAIL_MS] / table[TAIL_MS].sum()
+    return table[list(WATERFALL_COLUMNS)].rename_axis("part")
 
 
 def dominant_stage_at_p95(turns: pd.DataFrame) -> tuple[str | None, float]:
@@ -210,16 +223,30 @@ def dominant_stage_at_p95(turns: pd.DataFrame) -> tuple[str | None, float]:
     table = waterfall(turns)
     if table.empty:
         return None, float("nan")
-    stage = str(table["p95_ms"].idxmax())
-    return stage, float(table["p95_share"].to_numpy(float)[table.index.get_loc(stage)])
+    stage = str(table[TAIL_MS].idxmax())
+    return stage, float(table[TAIL_SHARE].to_numpy(float)[table.index.get_loc(stage)])
 
 
 # ---------------------------------------------------------------------------- distributions
-def percentiles_over_time(turns: pd.DataFrame, window_s: float) -> pd.DataFrame:
+def auto_window_s(turns: pd.DataFrame, windows: int = 12, turns_per_window: int = 5) -> float:
+    """A window (from :data:`NICE_WINDOWS_S`) cutting the turns' start times into about
+    ``windows`` windows, fewer when there are fewer than ``turns_per_window`` turns to
+    each: 300 s on an hour of many turns, 10 s on a 20 s real run of 15 turns."""
+    start = turns["start_s"].to_numpy(float) if "start_s" in turns else np.empty(0)
+    start = start[np.isfinite(start)]
+    span = float(start.max() - min(0.0, start.min())) if start.size else 0.0
+    count = max(1, min(windows, start.size // max(1, turns_per_window)))
+    wanted = span / count
+    return float(next((w for w in NICE_WINDOWS_S if w >= wanted), NICE_WINDOWS_S[-1]))
+
+
+def percentiles_over_time(turns: pd.DataFrame, window_s: float | None = None) -> pd.DataFrame:
     """p50/p95/p99 of voice-to-voice latency per window of turn start times.
 
-    Turns of every replication are pooled; a window is ``[t_s, t_s + window_s)``.
-    Windows without turns are left out.
+    Turns of every replication are pooled; a window is ``[t_s, t_s + window_s)``
+    (default :func:`auto_window_s`). Windows without turns are left out, and a
+    percentile of a window with fewer turns than :data:`MIN_TURNS` asks for is NaN
+    (a short real run still shows its p50, not an empty plot).
 
     Returns
     -------
@@ -227,19 +254,22 @@ def percentiles_over_time(turns: pd.DataFrame, window_s: float) -> pd.DataFrame:
         A row per window: ``t_s`` (window start), ``turns``, ``p50_ms``, ``p95_ms``,
         ``p99_ms``.
     """
+    if window_s is None:
+        window_s = auto_window_s(turns)
     if not window_s > 0:
         raise SpecError("window_s", f"must be a number > 0, got {window_s!r}")
     cols = ("t_s", "turns", "p50_ms", "p95_ms", "p99_ms")
     v2v = turns["voice_to_voice_ms"].to_numpy(float) if not turns.empty else np.empty(0)
-    keep = np.isfinite(v2v)
+    start = turns["start_s"].to_numpy(float) if "start_s" in turns else np.full(v2v.size, np.nan)
+    keep = np.isfinite(v2v) & np.isfinite(start)
     if not keep.any():
         return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
-    start = turns["start_s"].to_numpy(float)[keep]
-    frame = pd.DataFrame({"t_s": np.floor(start / window_s) * window_s, "v": v2v[keep]})
+    frame = pd.DataFrame({"t_s": np.floor(start[keep] / window_s) * window_s, "v": v2v[keep]})
     grouped = frame.groupby("t_s")["v"]
     out = pd.DataFrame({"turns": grouped.size()})
     for q in (50, 95, 99):
-        out[f"p{q}_ms"] = grouped.quantile(q / 100)
+        values = grouped.quantile(q / 100)
+        out[f"p{q}_ms"] = values.where(out["turns"] >= MIN_TURNS[f"p{q}"])
     return out.reset_index()[list(cols)]
 
 
@@ -329,8 +359,63 @@ def mos_summary(calls: pd.DataFrame) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the answer
-def answer(turns: pd.DataFrame, slo_ms: float) -> str:
-    """The analysis in one sentence: p95, SLO attainment with its CI, the dominant stage."""
+def llm_failures(summary: dict[str, Any], turns: pd.DataFrame | None = None
+                 ) -> pd.DataFrame | None:
+    """LLM endpoint failures by cause, from ``summary.json``'s ``ai.llm.errors``.
+
+    A real run whose agent asks an external LLM endpoint counts each turn whose
+    request failed (HTTP status, timeout, bad JSON) by cause. Returns None when the
+    summary has no such mapping (the twin, or a run that asked no endpoint);
+    otherwise a row per cause, most frequent first: ``cause``, ``turns`` and
+    ``share`` (of all the run's turns, when ``turns`` is given; else NaN).
+    """
+    ai = summary.get("ai") if isinstance(summary, dict) else None
+    llm = ai.get("llm") if isinstance(ai, dict) else None
+    errors = llm.get("errors") if isinstance(llm, dict) else None
+    if not isinstance(errors, dict):
+        return None
+    rows = [(str(k), int(v)) for k, v in errors.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)]
+    table = pd.DataFrame(rows, columns=["cause", "turns"])
+    table = table.sort_values(["turns", "cause"], ascending=[False, True], kind="stable")
+    total = len(turns) if turns is not None else 0
+    table["share"] = table["turns"] / total if total else np.nan
+    return table.reset_index(drop=True)
+
+
+def percentile_ms(turns: pd.DataFrame, q: float) -> float:
+    """The ``q``-th percentile of the turns' voice-to-voice latency, ms (NaN without)."""
+    v2v = turns["voice_to_voice_ms"].to_numpy(float) if not turns.empty else np.empty(0)
+    v2v = v2v[np.isfinite(v2v)]
+    return float(np.percentile(v2v, q)) if v2v.size else float("nan")
+
+
+def headline(turns: pd.DataFrame, slo_ms: float,
+             failures: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The small table under the answer: percentiles, SLO attainment, dominant stage.
+
+    A row per figure (``figure``, ``value``), values formatted with their units;
+    empty without turns.
+    """
+    if np.isnan(percentile_ms(turns, 50)):
+        return pd.DataFrame({"figure": pd.Series(dtype=str), "value": pd.Series(dtype=str)})
+    att = slo_attainment(turns, slo_ms)
+    lo, hi = att["ci95"]
+    stage, share = dominant_stage_at_p95(turns)
+    rows = [("turns counted", f"{att['turns']:,} in {att['replications']} replication(s)")]
+    rows += [(f"voice-to-voice p{q}", f"{percentile_ms(turns, q):,.0f} ms") for q in (50, 95, 99)]
+    ci = "" if lo is None else f" (95 % CI {100 * lo:.1f}–{100 * hi:.1f} %)"
+    rows.append((f"turns within the {slo_ms:,.0f} ms SLO", f"{100 * att['fraction']:.1f} %{ci}"))
+    rows.append(("largest part of the slowest 5 %",
+                 f"{STAGE_LABELS.get(stage or '', stage or '?')} ({100 * share:.0f} %)"))
+    if failures is not None:
+        rows.append(("turns whose LLM request failed", f"{int(failures['turns'].sum()):,}"))
+    return pd.DataFrame(rows, columns=["figure", "value"])
+
+
+def answer(turns: pd.DataFrame, slo_ms: float, failures: pd.DataFrame | None = None) -> str:
+    """The analysis in one sentence: p95, SLO attainment with its 95 % CI, the dominant
+    stage, and — when the run counted any — the turns whose LLM request failed."""
     v2v = turns["voice_to_voice_ms"].to_numpy(float) if not turns.empty else np.empty(0)
     v2v = v2v[np.isfinite(v2v)]
     if v2v.size == 0:
@@ -339,6 +424,12 @@ def answer(turns: pd.DataFrame, slo_ms: float) -> str:
     stage, share = dominant_stage_at_p95(turns)
     lo, hi = att["ci95"]
     label = STAGE_LABELS.get(stage or "", stage or "?")
-    return (f"p95 voice-to-voice {np.percentile(v2v, 95):,.0f} ms; "
-            f"{100 * att['fraction']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] of turns within "
-            f"{slo_ms:,.0f} ms; {label} dominates the p95 ({100 * share:.0f} %)")
+    ci = "" if lo is None else f" (95 % CI {100 * lo:.1f}–{100 * hi:.1f} %)"
+    text = (f"p95 voice-to-voice {np.percentile(v2v, 95):,.0f} ms; "
+            f"{100 * att['fraction']:.1f} %{ci} of turns within {slo_ms:,.0f} ms; "
+            f"{label} dominates the slowest 5 % of turns ({100 * share:.0f} %)")
+    failed = int(failures["turns"].sum()) if failures is not None else 0
+    if failures is not None and failed:
+        text += (f"; {failed:,} turn(s) got no LLM reply (the endpoint failed: "
+                 f"{', '.join(failures['cause'].head(3))})")
+    return text

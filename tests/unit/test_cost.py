@@ -195,3 +195,42 @@ def test_load_pricebooks_list() -> None:
     assert [b.name for b in books] == ["default", "twilio", "wholesale"]
     with pytest.raises(SpecError, match=r"^pricebook: "):
         costing.load_pricebooks(" , ")
+
+
+def test_the_experiments_own_workload_unless_overridden() -> None:
+    talk = costing.load("contact-centre")
+    assert talk.scenarios["talk"].turns == 0  # the default no longer invents 8 AI turns
+    assert costing.workload(talk) == "the experiment's own workload (talk: no AI turns, talk only)"
+    eight = costing.load("contact-centre", ai_turns=8)
+    assert eight.scenarios["talk"].turns == 8
+    assert costing.workload(eight, 8).startswith("every scenario set to 8 AI turns per call by "
+                                                 "-p ai_turns")
+    for bad in (-1, 2.5, True):
+        with pytest.raises(SpecError, match=r"^ai_turns: "):
+            costing.load("contact-centre", ai_turns=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("overrides", [[], ["scenarios.talk.turns=3"]], ids=["talk", "ai"])
+def test_report_cost_equals_the_runs_own(tmp_path: Path, overrides: list[str]) -> None:
+    """The report's cost per minute is the figure siplab run writes to summary.json."""
+    import json
+
+    from lab import capacity
+    from lab.runner import run_experiment
+
+    exp = capacity.load("contact-centre", duration_s=400, replications=2, overrides=overrides)
+    summary = json.loads(run_experiment(exp, backend="twin", out_dir=tmp_path / "run",
+                                        show_progress=False, jobs=1).read_text())
+    usage = costing.simulate(exp, jobs=1)
+    cost = costing.run_cost(usage, costing.own_pricebook(exp))
+    assert cost["per_minute_usd"] == pytest.approx(summary["cost"]["per_minute_usd"], rel=1e-9)
+    assert cost["total_usd"] == pytest.approx(summary["cost"]["total_usd"], rel=1e-9)
+    table = costing.compare(usage, costing.load_pricebooks("twilio,wholesale"), 50_000)
+    text = costing.answer(table, 50_000, cost)
+    per_min = summary["cost"]["per_minute_usd"]
+    assert text.startswith(f"A talk minute costs {100 * per_min:.2f} ¢ (${per_min:.4f}) under "
+                           "the experiment's price book default, as siplab run reports; ")
+    head = costing.headline(cost, table, 50_000)
+    assert head["per minute"].iloc[0] == f"${per_min:.4f}"
+    assert head["price book"].tolist()[1:] == table["pricebook"].tolist()
+
