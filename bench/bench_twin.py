@@ -8,7 +8,10 @@ plan, simulation, writing the results -- in its own process (its peak RSS is its
 
 Absolute speed drifts with machine load, so a bare SimPy loop
 with 10,000 live processes (each ``yield env.timeout(random)``) is measured in the same
-run, and each wall time is also given normalised to bare SimPy at 210,000 events/s, the
+run -- in fresh interpreters, three times just before and three times just after each
+row, the median of those six being that row's yardstick (one run drifted 300-700k
+events/s on a shared host) -- and each wall time is also given normalised to bare SimPy
+at 210,000 events/s, the
 rate the targets are stated at: the 10,000-concurrent signalling hour in <= 12 s and the
 10,000-concurrent AI hour in <= 30 s with a peak RSS <= 600 MB.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,6 +116,19 @@ def bench_bare(live: int, events: int) -> dict[str, float]:
     return {"events": done, "wall_s": wall, "events_per_s": done / wall}
 
 
+BARE_RUNS = 3  # yardstick runs before and after each row
+
+
+def bare_rates(runs: int) -> list[float]:
+    """Bare-SimPy events/s of ``runs`` yardstick runs, each in a fresh interpreter."""
+    rates = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, __file__, "--bare"], capture_output=True,
+                             text=True, check=True)
+        rates.append(json.loads(out.stdout.strip().splitlines()[-1])["events_per_s"])
+    return rates
+
+
 CLI_COMMANDS = (["--help"], ["erlang-b", "--erlangs", "10", "--channels", "12"],
                 ["erlang-c", "--erlangs", "10", "--agents", "12", "--mean-service-ms", "200"],
                 ["emodel", "--codec", "pcmu", "--delay-ms", "50", "--loss", "0.01"])
@@ -140,24 +157,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the 1,000-call deployments")
     ap.add_argument("--case", nargs=2, metavar=("KIND", "CONCURRENT"), help=argparse.SUPPRESS)
+    ap.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.case:  # a child: one run, its figures as JSON
         print(json.dumps(run_case(args.case[0], int(args.case[1]))))
         return
-    bare = bench_bare(10000, 2_000_000)["events_per_s"]
-    scale = bare / YARDSTICK_EPS
-    print(f"bare SimPy, 10,000 live processes: {bare:,.0f} events/s in this run "
-          f"(walls below also at {YARDSTICK_EPS:,.0f}: x{scale:.2f})")
+    if args.bare:  # a child: the yardstick alone, in a fresh interpreter like the cases
+        print(json.dumps(bench_bare(10000, 1_000_000)))
+        return
+    print(f"bare SimPy, 10,000 live processes, in a fresh process: the median of "
+          f"{BARE_RUNS} runs just before and {BARE_RUNS} just after each row (its own "
+          f"yardstick; the machine's speed drifts); @210k s = wall x bare / 210,000")
     print(f"{'hour simulated':>22} {'calls':>8} {'turns':>10} {'plan s':>6} {'sim s':>6} "
-          f"{'wall s':>7} {'@210k s':>7} {'calls/s':>8} {'RSS MB':>7}  target")
+          f"{'wall s':>7} {'bare k/s':>8} {'@210k s':>7} {'calls/s':>8} {'RSS MB':>7}  target")
     sizes = [1000] if args.quick else [1000, 10000]
     ok = True
     for kind in ("sig", "ai"):
         for size in sizes:
+            before = bare_rates(BARE_RUNS)
             out = subprocess.run([sys.executable, __file__, "--case", kind, str(size)],
                                  capture_output=True, text=True, check=True)
+            bare = statistics.median(before + bare_rates(BARE_RUNS))
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            norm = r["wall_s"] * scale
+            norm = r["wall_s"] * bare / YARDSTICK_EPS
             target = TARGETS.get((kind, size))
             verdict = ""
             if target is not None:
@@ -168,7 +190,7 @@ def main() -> None:
                            + (": met" if met else ": MISSED"))
             label = f"{size:,} concurrent" + (", 10 AI turns" if kind == "ai" else "")
             print(f"{label:>22} {r['calls']:>8,} {r['turns']:>10,} {r['plan_s']:>6.1f} "
-                  f"{r['sim_s']:>6.1f} {r['wall_s']:>7.1f} {norm:>7.1f} "
+                  f"{r['sim_s']:>6.1f} {r['wall_s']:>7.1f} {bare / 1000:>8,.0f} {norm:>7.1f} "
                   f"{r['calls'] / r['wall_s']:>8,.0f} {r['peak_rss_mb']:>7,.0f}  {verdict}",
                   flush=True)
     ok &= bench_cli()
