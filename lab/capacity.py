@@ -71,6 +71,9 @@ def experiment_path(experiment: str | Path) -> Path:
     builtin = EXPERIMENTS_DIR / f"{experiment}.yaml"
     if builtin.is_file():
         return builtin
+    if path.is_dir():
+        raise SpecError("experiment", f"{str(experiment)!r} is a directory, not an experiment "
+                        "file")
     have = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")))
     raise SpecError("experiment", f"no experiment file or built-in named {str(experiment)!r}"
                     f" (built in: {have})")

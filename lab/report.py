@@ -238,8 +238,11 @@ def parse_parameters(name: str, params: dict[str, str]) -> dict[str, Any]:
         if key not in known:
             raise ReportError(f"-p {key}",
                               f"unknown parameter (have: {', '.join(known) or 'none'})")
+        rule = rule_for(name, key, known[key])
         value = _scalar(key, raw)
-        problem = rule_for(name, key, known[key]).problem(value)
+        if rule.kind != "text" and isinstance(value, str):
+            value = _number(value)  # YAML 1.1 reads 1e12 and 1e-3 as strings
+        problem = rule.problem(value)
         if problem:
             raise ReportError(f"-p {key}", problem)
         out[key] = value
@@ -261,6 +264,14 @@ def _scalar(key: str, raw: str) -> Any:
     if isinstance(value, dict | list):
         raise ReportError(f"-p {key}", f"must be a scalar, got {raw!r}")
     return value
+
+
+def _number(text: str) -> Any:
+    """``text`` as a float when it is one (``1e12``, ``inf``), else ``text`` unchanged."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _check_together(name: str, values: dict[str, Any], given: set[str]) -> None:
