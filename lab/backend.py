@@ -30,7 +30,7 @@ The contract, as SimPy's ``BaseResource`` or aiortc's codec base state a role on
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -48,8 +48,18 @@ __all__ = ["GROUP", "Backend", "BackendUnavailable", "Journal", "Progress", "Rep
 #: The entry-point group backends register under.
 GROUP = "siplab.backends"
 
-#: Called now and then with the replication's clock (simulated or real seconds).
-Progress = Callable[[float], None]
+class Progress(Protocol):
+    """Where a backend reports how far a replication has got, now and then.
+
+    ``now_s`` is the replication's clock (simulated or real seconds). A backend that
+    places calls in real time also says how many calls it has ``placed`` and how
+    many have ``finished`` (a record made), from its first call on: the bar then
+    counts calls, not seconds.
+    """
+
+    def __call__(self, now_s: float, /, *, placed: int | None = None,
+                 finished: int | None = None) -> None:
+        """Report progress."""
 
 
 class Journal(Protocol):

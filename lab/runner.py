@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from lab import results as R
-from lab.backend import Backend, Replication, backend
+from lab.backend import Backend, Progress, Replication, backend
 from lab.codecs import codec as find_codec
 from lab.cost import call_costs, load_pricebook, summary_cost
 from lab.dists import DistError
@@ -205,7 +205,7 @@ def _run_all(exp: Experiment, impl: Backend, plans: Sequence[Sequence[CallPlan]]
         return
     for rep, plan in enumerate(plans):
         journal = _Journal(out, rep)
-        with _progress(exp, rep, show) as progress:
+        with _progress(exp, rep, show, calls=len(plan)) as progress:
             result = impl.run(exp, rep, plan, progress=progress, journal=journal)
         reps[rep] = result
         journal.remove()
@@ -314,22 +314,47 @@ def _journalled(out: Path, rep: int, exp: Experiment) -> Replication | None:
 
 
 class _progress:
-    """A tqdm bar over simulated (or real) seconds on stderr."""
+    """A tqdm bar on stderr, shown from the backend's first report: over simulated
+    seconds, or -- when the backend reports calls (a real run, from its first call
+    placed) -- over the plan's ``calls`` finished, with the number placed beside it."""
 
-    def __init__(self, exp: Experiment, rep: int, show: bool) -> None:
+    def __init__(self, exp: Experiment, rep: int, show: bool, calls: int = 0) -> None:
+        self.exp, self.rep, self.show, self.calls = exp, rep, show, calls
+        self.bar: Any = None
+        self.unit = ""  # what the bar counts: "s" or "call" (a disabled tqdm keeps no unit)
+
+    def _open(self, total: int, unit: str) -> Any:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=round(exp.duration_s), unit="s", desc=f"{exp.name} rep {rep}",
-                        disable=not show, file=sys.stderr, leave=False)
+        self.bar = tqdm(total=total, unit=unit, desc=f"{self.exp.name} rep {self.rep}",
+                        disable=not self.show, file=sys.stderr, leave=False)
+        self.unit = unit
+        return self.bar
 
-    def __enter__(self) -> Callable[[float], None]:
-        def update(now_s: float) -> None:
-            self.bar.update(max(0, min(round(now_s), self.bar.total) - self.bar.n))
+    def __enter__(self) -> Progress:
+        def update(now_s: float, /, *, placed: int | None = None,
+                   finished: int | None = None) -> None:
+            bar = self.bar
+            if placed is None and finished is None:
+                if bar is None:
+                    bar = self._open(round(self.exp.duration_s), "s")
+                if self.unit == "s":
+                    bar.update(max(0, min(round(now_s), bar.total) - bar.n))
+                return
+            if bar is None or self.unit != "call":
+                if bar is not None:
+                    bar.close()
+                bar = self._open(max(self.calls, placed or 0, finished or 0), "call")
+            if placed is not None:
+                bar.set_postfix_str(f"placed {placed}", refresh=False)
+            bar.update(max(0, (finished or 0) - bar.n))
+            bar.refresh()
 
         return update
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _write(exp: Experiment, backend_name: str, reps: dict[int, Replication], out: Path,
