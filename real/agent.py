@@ -184,16 +184,21 @@ class VoiceAgentPool:
         ``real.agent.agent<k>.ai.*``.
     deadline
         ``time.monotonic()`` at which every agent ends by itself.
+    secrets
+        Environment variables only the agents may see (the LLM endpoint's key,
+        :mod:`real.credentials`), added to the environment they inherit.
     """
 
     def __init__(self, dep: Deployment, workdir: Path, *, processes: int = 1, seed: int = 1,
-                 deadline: float | None = None, python: str = sys.executable) -> None:
+                 deadline: float | None = None, python: str = sys.executable,
+                 secrets: dict[str, str] | None = None) -> None:
         self.dep = dep
         self.workdir = Path(workdir).resolve()
         self.n = max(1, int(processes))
         self.seed = seed
         self.deadline = deadline if deadline is not None else time.monotonic() + 3600.0
         self.python = python
+        self.secrets = dict(secrets or {})
         self.procs: list[ChildProcess] = []
         self.ports: list[int] = []
         self.log_paths: list[Path] = []
@@ -212,7 +217,8 @@ class VoiceAgentPool:
                     "--seed", str(self.seed), "--lock-dir", str(lock_dir),
                     "--deadline", repr(self.deadline), "--run", str(self.workdir)]
             self.procs.append(ChildProcess(argv, self.workdir / f"agent{k}.log", pipes=True,
-                                           cwd=Path(__file__).resolve().parents[1]))
+                                           cwd=Path(__file__).resolve().parents[1],
+                                           env={**os.environ, **self.secrets}))
             self.log_paths.append(log_path)
         for k, proc in enumerate(self.procs):
             self.ports.append(self._ready(k, proc))

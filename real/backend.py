@@ -62,6 +62,7 @@ import heapq
 import importlib.util
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -73,19 +74,21 @@ from lab.backend import BackendUnavailable, Journal, Progress, Replication
 from lab.errors import SpecError
 from lab.plan import CallPlan, Talk, Turn
 from lab.records import CALL_SCHEMA, STEP_SCHEMA, TURN_SCHEMA
-from lab.results import conform, timeseries
+from lab.results import conform, llm_errors, timeseries
 from lab.spec import Experiment, Media
 from loadgen.callers.jobs import PromptBook, job_steps
 from loadgen.callers.pool import CALLS_PER_WORKER, UacPool, UacWorker
 from loadgen.sipp import sipp_binary
 from real import plan_header
 from real.agent import agent_kind, agent_processes, voice_agent_available
-from real.ai import turn_rows
+from real.ai import AgentTurnLog, turn_row, turn_rows
+from real.credentials import KEY_ENV, withheld
 from real.media import media_fields
 from real.network import NetworkEmulator
 from real.proxy import kamailio_binary, kamailio_version, module_dir
 from real.sip import signalling, unplaced_record
 from real.system import SystemUnderTest
+from real.watchdog import Component, ComponentDied, died_record, first_dead, voice_agent_calls
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +149,14 @@ class RealBackend:
             if journal is not None:
                 journal("calls", record)
 
-        def fraction_done(frac: float) -> None:
-            if progress is not None:
-                progress(frac * exp.duration_s)
+        def keep_row(table: str, row: dict[str, Any]) -> None:
+            if journal is not None:
+                journal(table, {**row, "replication": replication})
 
         wall0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="siplab-real-") as work:
-            facts = dict(run_calls(exp, list(plan), Path(work), keep, fraction_done) or {})
+            facts = dict(run_calls(exp, list(plan), Path(work), keep, progress,
+                                   on_row=keep_row) or {})
         facts["wall_s"] = time.perf_counter() - wall0
         calls = conform(pd.DataFrame(records), CALL_SCHEMA)
         calls = calls.sort_values("call_id", kind="stable").reset_index(drop=True)
@@ -160,12 +164,23 @@ class RealBackend:
         if len(turns):
             turns = turns.sort_values(["call_id", "turn"], kind="stable")
         steps = pd.DataFrame(facts.pop("steps", None) or [])
+        warn_llm_errors(turns)
         sim_s = float(calls["end_s"].max()) if len(calls) else 0.0
         facts.update(sim_s=sim_s, events=0)
         return Replication(
             calls=calls, turns=conform(turns.assign(replication=replication), TURN_SCHEMA),
             steps=conform(steps.assign(replication=replication), STEP_SCHEMA),
             timeseries=timeseries(calls, sim_s, exp.deployment.trunk.channels), facts=facts)
+
+
+def warn_llm_errors(turns: pd.DataFrame) -> None:
+    """One warning line on stderr when turns' LLM requests failed (the canned reply was
+    spoken instead), with the count of each cause."""
+    errors = llm_errors(turns)
+    if errors:
+        counts = ", ".join(f"{cause}: {n}" for cause, n in errors.items())
+        print(f"siplab: warning: {sum(errors.values())} of {len(turns)} AI turns failed at "
+              f"the LLM endpoint and got the canned reply ({counts})", file=sys.stderr)
 
 
 def check_available() -> None:
@@ -242,7 +257,8 @@ def make_record(plan: CallPlan, event: dict[str, Any], run_start: float,
 
 def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
               on_record: Callable[[dict[str, Any]], None],
-              progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, *,
+              on_row: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Start the local system under test, place every planned call in real time, stop everything.
 
     Parameters
@@ -258,7 +274,11 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     on_record
         Receives each call's record (keys :data:`RECORD_KEYS`) as soon as it ends.
     progress
-        Receives the fraction of calls finished, now and then.
+        Told the calls placed and finished (:class:`lab.backend.Progress`), from the
+        first call placed on.
+    on_row
+        Receives ``("turns", row)`` and ``("steps", row)`` for each of a call's turns
+        and feature steps as soon as the call ends (so a Ctrl-C keeps them too).
 
     Returns
     -------
@@ -270,6 +290,9 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     ------
     RealUnavailable
         When Kamailio, SIPp or pjsua2 is missing.
+    ComponentDied
+        When a process of the run died mid-run (:mod:`real.watchdog`): the calls it
+        carried have failed records, every other process has been stopped.
     """
     check_available()
     t_wall = time.monotonic()
@@ -283,40 +306,68 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     started: list[Any] = []
     facts: dict[str, Any] = {"backend": "real", "calls_planned": len(plan),
                              "uac_workers": n_workers, "kamailio_version": kamailio_version()}
-    session = _Session(exp, plan, workdir, on_record)
-    sut = SystemUnderTest(exp, plan, workdir, span_s + 60.0, started)
-    try:
-        if sut.kind == "voice" and (missing := voice_agent_available()) is not None:
-            raise RealUnavailable(missing)
-        proxy = sut.start(agent_processes(_peak(plan, answer_s, exp)))
-        network = NetworkEmulator(exp.deployment.network, exp.seed, workdir,
-                                  deadline=time.monotonic() + 60.0 + span_s)
-        started.append(network)
-        network.start()
-        session.network = network
-        session.agent_media = sut.agent_media()
-        pool = UacPool(n_workers, workdir, deadline=time.monotonic() + 30.0 + span_s)
-        started.append(pool)
-        pool.start()
-        facts.update(sip_port=proxy.sip_port, uac_ports=[w.port for w in pool.workers],
-                     agent_ports=sut.agent_ports)
-        session.run_start = run_start = time.monotonic() + START_LEAD_S
-        facts["setup_wall_s"] = round(run_start - t_wall, 3)
-        uri = f"sip:agent@127.0.0.1:{proxy.sip_port}"
-        _coordinate(session, pool, uri, span_s, progress)
-        facts["uac_rss_mb"] = pool.rss_mb()
-        _drain(session, pool)
-        if progress is not None:
-            progress(1.0)
-        facts["proxy_alive_at_end"] = proxy.alive()
-        facts.update(sut.facts())
-    finally:
-        for proc in reversed(started):
-            proc.stop()
+    session = _Session(exp, plan, workdir, on_record, on_row, progress)
+    # every child is started with the secrets withheld; the voice agents get the LLM key
+    with withheld() as secrets:
+        sut = SystemUnderTest(exp, plan, workdir, span_s + 60.0, started,
+                              secrets={k: v for k, v in secrets.items() if k == KEY_ENV})
+        try:
+            if sut.kind == "voice" and (missing := voice_agent_available()) is not None:
+                raise RealUnavailable(missing)
+            proxy = sut.start(agent_processes(_peak(plan, answer_s, exp)))
+            network = NetworkEmulator(exp.deployment.network, exp.seed, workdir,
+                                      deadline=time.monotonic() + 60.0 + span_s)
+            started.append(network)
+            network.start()
+            session.network = network
+            session.agent_media = sut.agent_media()
+            pool = UacPool(n_workers, workdir, deadline=time.monotonic() + 30.0 + span_s)
+            started.append(pool)
+            pool.start()
+            session.watch = _components(sut, network, pool)
+            facts.update(sip_port=proxy.sip_port, uac_ports=[w.port for w in pool.workers],
+                         agent_ports=sut.agent_ports)
+            session.run_start = run_start = time.monotonic() + START_LEAD_S
+            facts["setup_wall_s"] = round(run_start - t_wall, 3)
+            uri = f"sip:agent@127.0.0.1:{proxy.sip_port}"
+            _coordinate(session, pool, uri, span_s)
+            facts["uac_rss_mb"] = pool.rss_mb()
+            _drain(session, pool)
+            facts["proxy_alive_at_end"] = proxy.alive()
+            facts.update(sut.facts())
+        finally:
+            for proc in reversed(started):
+                proc.stop()
     facts["turns"] = turn_rows(session.turns, workdir, session.run_start)
     facts["steps"] = session.steps
     facts["wall_s"] = round(time.monotonic() - t_wall, 3)
     return facts
+
+
+def _components(sut: SystemUnderTest, network: NetworkEmulator, pool: UacPool
+                ) -> list[Component]:
+    """Every process of the run to watch, with the calls each one's death takes down."""
+    out: list[Component] = []
+    if sut.proxy is not None and sut.proxy.proc is not None:
+        out.append(Component("kamailio", "real.proxy", sut.proxy.proc))
+    out.append(Component("the RTP relay", "real.network", network.proc))
+    if sut.pool is not None:
+        out += [Component(f"voice agent agent{k}", "real.agent", proc,
+                          voice_agent_calls(sut.pool.log_paths[k]))
+                for k, proc in enumerate(sut.pool.procs)]
+    for name, sipp in (("the SIPp agent", sut.sipp), ("the SIPp transfer target", sut.human)):
+        if sipp is not None and sipp.sipp.proc is not None:
+            out.append(Component(name, "real.agent", sipp.sipp.proc))
+    out += [Component(f"caller {w.name}", "real.uac_pool", w.proc, _active_of(w))
+            for w in pool.workers]
+    return out
+
+
+def _active_of(worker: UacWorker) -> Callable[[set[int]], set[int]]:
+    """``carried(open)`` of a caller process: the calls it has in progress."""
+    def carried(open_calls: set[int]) -> set[int]:
+        return set(worker.active) & open_calls
+    return carried
 
 
 def _drain(session: _Session, pool: UacPool) -> None:
@@ -330,6 +381,24 @@ def _drain(session: _Session, pool: UacPool) -> None:
             session.emit(unplaced_record(cp, None, session.run_start))
 
 
+DEATH_DRAIN_S = 3.0  # after a death, the other calls in progress get this long to end
+
+
+def _after_death(session: _Session, pool: UacPool, dead: Component) -> ComponentDied:
+    """End the dead component's calls as failed, let the others end briefly, and say so."""
+    cause = f"{dead.layer} died"
+    affected = dead.affected(session.placed - session.done)
+    for call_id in sorted(affected):
+        session.emit(died_record(session.by_id[call_id], cause, session.run_start))
+    for _, event in pool.quit(drain_s=DEATH_DRAIN_S):
+        if event.get("ev") == "done":
+            session.finish(event)
+    for call_id in sorted(session.placed - session.done):  # cut short by the stop
+        session.emit(died_record(session.by_id[call_id], f"stopped: {cause}",
+                                 session.run_start))
+    return ComponentDied(dead, len(affected), time.monotonic() - session.run_start)
+
+
 def _span_of(cp: CallPlan) -> float:
     """Upper bound of a call's length beyond its talk time (turn replies, prompts, waits)."""
     extra = sum(REPLY_BOUND_S for s in cp.steps if not isinstance(s, Talk))
@@ -340,17 +409,24 @@ class _Session:
     """The run's bookkeeping: emulator ports per call, records, turns and steps."""
 
     def __init__(self, exp: Experiment, plan: list[CallPlan], workdir: Path,
-                 on_record: Callable[[dict[str, Any]], None]) -> None:
+                 on_record: Callable[[dict[str, Any]], None],
+                 on_row: Callable[[str, dict[str, Any]], None] | None = None,
+                 progress: Progress | None = None) -> None:
         self.exp = exp
         self.by_id = {p.call_id: p for p in plan}
         self.workdir = workdir
         self.on_record = on_record
+        self.on_row = on_row
+        self.progress = progress
         self.network: NetworkEmulator | None = None
         self.agent_media: tuple[str, int] | None = None
+        self.watch: list[Component] = []
         self.run_start = 0.0
+        self.placed: set[int] = set()
         self.done: set[int] = set()
         self.turns: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []
+        self.agent_log = AgentTurnLog(workdir)
         needs_voice = any(isinstance(s, Turn) for p in plan for s in p.steps)
         self.prompts = PromptBook(workdir / "prompts") if needs_voice else None
 
@@ -368,42 +444,64 @@ class _Session:
         return {"steps": job_steps(cp, self.prompts), "relay": relay_ports,
                 "headers": headers, "record": str(rec)}
 
+    def placed_call(self, call_id: int) -> None:
+        self.placed.add(call_id)
+        self.report()
+
+    def report(self) -> None:
+        """Tell the progress callback the calls placed and finished."""
+        if self.progress is not None:
+            self.progress(time.monotonic() - self.run_start, placed=len(self.placed),
+                          finished=len(self.done))
+
     def finish(self, event: dict[str, Any]) -> None:
-        """Turn a caller's ``done`` event into the call's record, turns and steps."""
+        """Turn a caller's ``done`` event into the call's record, turns and steps (each
+        handed on at once)."""
         cp = self.by_id.get(int(event["id"]))
         if cp is None or cp.call_id in self.done:
             return
         counters = None
-        if self.network is not None:
+        if self.network is not None and self.network.proc.alive():
             try:
                 counters = self.network.close(cp.call_id)
             except RuntimeError:
                 log.warning("call %d: impairment emulator counters lost", cp.call_id)
         self.emit(make_record(cp, event, self.run_start, self.exp.deployment.media, counters))
         sip_id = event.get("sip_call_id")
-        for t in event.get("turns") or []:
-            self.turns.append({"call_id": cp.call_id, "sip_call_id": sip_id, **t})
+        caller_turns = [{"call_id": cp.call_id, "sip_call_id": sip_id, **t}
+                        for t in event.get("turns") or []]
+        self.turns += caller_turns
+        if caller_turns and self.on_row is not None:
+            agent = self.agent_log.update()
+            for t in caller_turns:
+                self.on_row("turns", turn_row(t, agent.get((cp.call_id, int(t["turn"]))),
+                                              self.run_start))
         for st in event.get("steps") or []:
             end = st.get("t_end")
-            self.steps.append({
+            row = {
                 "call_id": cp.call_id, "step": int(st["step"]), "kind": st["kind"],
                 "start_s": st["t_start"] - self.run_start,
                 "duration_ms": (end - st["t_start"]) * 1e3 if end else float("nan"),
-                "ok": bool(st["ok"])})
+                "ok": bool(st["ok"])}
+            self.steps.append(row)
+            if self.on_row is not None:
+                self.on_row("steps", row)
 
     def emit(self, record: dict[str, Any]) -> None:
         self.done.add(int(record["call_id"]))
         self.on_record(record)
+        self.report()
 
 
-def _coordinate(session: _Session, pool: UacPool, uri: str, span_s: float,
-                progress: Callable[[float], None] | None) -> None:
-    """Place each call at its planned time and record each as it ends."""
+def _coordinate(session: _Session, pool: UacPool, uri: str, span_s: float) -> None:
+    """Place each call at its planned time and record each as it ends; on a component's
+    death, end its calls and raise :class:`real.watchdog.ComponentDied`."""
     plan = sorted(session.by_id.values(), key=lambda p: (p.start_s, p.call_id))
     run_start = session.run_start
     nxt = 0
-    last_progress = 0.0
     while len(session.done) < len(plan):
+        if (dead := first_dead(session.watch)) is not None:
+            raise _after_death(session, pool, dead)
         now = time.monotonic() - run_start
         if now > span_s:
             log.warning("real run deadline reached with %d calls open",
@@ -411,17 +509,23 @@ def _coordinate(session: _Session, pool: UacPool, uri: str, span_s: float,
             break
         while nxt < len(plan) and plan[nxt].start_s <= now:
             cp = plan[nxt]
-            nxt += 1
             worker: UacWorker | None = pool.free_worker()
             if worker is None:
+                if (dead := first_dead(session.watch)) is not None:
+                    raise _after_death(session, pool, dead)
+                nxt += 1
                 log.warning("call %d: no free caller slot at %.3f s", cp.call_id, now)
                 session.emit(unplaced_record(cp, "real.uac_pool", run_start))
                 continue
-            pool.dial(worker, cp.call_id, uri, cp.talk_s, **session.job(cp))
+            try:
+                pool.dial(worker, cp.call_id, uri, cp.talk_s, **session.job(cp))
+            except (OSError, RuntimeError):  # the relay or the caller is gone
+                if (dead := first_dead(session.watch)) is not None:
+                    raise _after_death(session, pool, dead) from None
+                raise
+            nxt += 1
+            session.placed_call(cp.call_id)
         wait = 0.05 if nxt >= len(plan) else plan[nxt].start_s - now
         for _, event in pool.poll(min(max(wait, 0.0), 0.05)):
             if event.get("ev") == "done":
                 session.finish(event)
-        if progress is not None and plan and time.monotonic() - last_progress > 0.5:
-            last_progress = time.monotonic()
-            progress(len(session.done) / len(plan))

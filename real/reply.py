@@ -21,7 +21,8 @@ sets another) the rule-based reply is still spoken, but the turn counts as faile
 (``turns.cause`` = ``llm.<cause>``, ``summary.json`` ``ai.llm.errors``).
 
 The key is a secret: only the voice agents, which call the endpoint, get it in their
-environment (:mod:`real.credentials`).
+environment (:mod:`real.credentials`), and each takes it out of its environment at once
+(:func:`take_key`), so nothing it runs inherits it.
 """
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ def endpoint_url() -> str | None:
     return url if url.startswith(("http://", "https://")) else None
 
 
+_key: str | None = None  # the key, once taken out of the environment (take_key)
+
+
+def take_key() -> None:
+    """Move the endpoint's key from the environment into this process's memory, so
+    the programs this process runs (eSpeak NG, ...) do not inherit it."""
+    global _key
+    key = os.environ.pop(KEY_ENV, None)
+    if key:
+        _key = key
+
+
 def timeout_s() -> float:
     """The endpoint's timeout: ``SIPLAB_AGENT_LLM_TIMEOUT_S`` if a number > 0, else
     :data:`HTTP_TIMEOUT_S`."""
@@ -120,7 +133,7 @@ def http_reply(url: str, text: str, call_id: str, turn: int,
     """
     body = json.dumps({"text": text, "call_id": call_id, "turn": turn}).encode()
     headers = {"Content-Type": "application/json"}
-    key = os.environ.get(KEY_ENV)
+    key = _key or os.environ.get(KEY_ENV)
     if key:
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")

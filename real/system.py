@@ -51,11 +51,15 @@ class SystemUnderTest:
     started
         Every process started is appended here, so the caller stops them all, in
         reverse, whatever happens.
+    secrets
+        What only the voice agents may see (:mod:`real.credentials`).
     """
 
     def __init__(self, exp: Experiment, plan: list[CallPlan], workdir: Path,
-                 timeout_s: float, started: list[Any]) -> None:
+                 timeout_s: float, started: list[Any],
+                 secrets: dict[str, str] | None = None) -> None:
         self.exp, self.workdir, self.timeout_s, self.started = exp, workdir, timeout_s, started
+        self.secrets = dict(secrets or {})
         self.kind = agent_kind(exp)
         self.needs_human = any(isinstance(s, Transfer) for p in plan for s in p.steps)
         self.proxy: Kamailio | None = None
@@ -77,7 +81,8 @@ class SystemUnderTest:
         if self.kind == "voice":
             self.pool = VoiceAgentPool(self.exp.deployment, self.workdir,
                                        processes=agent_processes, seed=self.exp.seed,
-                                       deadline=time.monotonic() + self.timeout_s)
+                                       deadline=time.monotonic() + self.timeout_s,
+                                       secrets=self.secrets)
             self.started.append(self.pool)
             self.pool.start()
         base = len(self.started)

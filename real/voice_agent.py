@@ -56,6 +56,7 @@ from lab.proc.lines import ParentChannel
 from lab.proc.worker import Lifetime, add_run_args, hard_exit, ready, run_until
 from lab.spec import Deployment
 from real import plan_header
+from real import reply as replies
 from real.ai import AgentAI
 from real.features import Features, loopback_target
 from real.media_ports import Playout, RxPort, TxPort
@@ -324,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="share stage concurrency slots with the pool (flock files)")
     add_run_args(ap, deadline_required=False)
     args = ap.parse_args(argv)
+    replies.take_key()  # the LLM key stays in memory: eSpeak NG and the like never see it
     channel = ParentChannel()  # pjlib prints on stdout: the protocol moves off fd 1
     life = Lifetime(args.deadline, signals=True)
     log = Log(args.log, args.name)

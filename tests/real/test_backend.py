@@ -42,9 +42,14 @@ def run(exp: Experiment, workdir: Path, leftovers: Leftovers
     """Run the plan of ``exp``; check the records' ids and keys and that nothing is left."""
     plan = make_plan(exp)
     records: list[dict[str, Any]] = []
-    fractions: list[float] = []
-    facts = run_calls(exp, plan, workdir, records.append, fractions.append)
-    assert fractions and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    done: list[int] = []
+
+    def progress(now_s: float, /, *, placed: int | None = None,
+                 finished: int | None = None) -> None:
+        done.append(-1 if finished is None else finished)
+
+    facts = run_calls(exp, plan, workdir, records.append, progress)
+    assert done and done[-1] == len(plan) and done == sorted(done)
     assert sorted(r["call_id"] for r in records) == [p.call_id for p in plan]
     assert all(set(r) == set(RECORD_KEYS) for r in records)
     assert leftovers(workdir) == []
