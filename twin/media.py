@@ -194,6 +194,19 @@ def _rate(emodel_name: str, plc: bool, delay_ms: float, loss: float, burst: floa
     return _rate_rounded(emodel_name, plc, round(delay_ms, 1), round(loss, 5), round(burst, 3))
 
 
+def rfc3550_jitter(transit_s: NDArray[np.float64]) -> NDArray[np.float64]:
+    """RFC 3550 section 6.4.1 interarrival jitter after each packet from the second on.
+
+    ``transit_s`` is each received packet's transit time (arrival minus RTP timestamp),
+    in order; ``D`` is the difference of consecutive transits and the estimate moves a
+    sixteenth of the way to ``|D|`` per packet, from 0: ``J += (|D| - J) / 16``.
+    """
+    from scipy.signal import lfilter
+
+    diffs = np.abs(np.diff(transit_s))
+    return np.asarray(lfilter([1 / 16], [1.0, -15 / 16], diffs), dtype=float)
+
+
 def _round(x: NDArray[np.float64], digits: int) -> NDArray[np.float64]:
     """``round(v, digits)`` for every ``v`` of ``x``, exactly as Python rounds a float.
 
@@ -434,10 +447,7 @@ class MediaPath:
         late[rx] = d_rx > playout[rx]
         late[rx[0]] = False  # the first packet sets the playout point
         gone = lost | late
-        diffs = np.abs(np.diff(d_rx))
-        from scipy.signal import lfilter
-
-        jitter = float(lfilter([1 / 16], [1.0, -15 / 16], diffs).mean()) if diffs.size else 0.0
+        jitter = float(rfc3550_jitter(d_rx).mean()) if d_rx.size > 1 else 0.0
         return {"packets": float(n), "loss_network": float(lost.mean()),
                 "loss_late": float(late.mean()), "loss": float(gone.mean()),
                 "burst_r": burst_ratio(gone), "network_ms": float(d_rx[0]) * 1e3,

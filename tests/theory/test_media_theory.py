@@ -5,6 +5,7 @@ Seeded, so each check is deterministic; tolerances are several standard errors.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -77,6 +78,24 @@ def test_adaptive_buffer_settles_at_d_plus_4v() -> None:
     steady = d + 4 * sd * math.sqrt(2 / math.pi)  # d̂ → d, v̂ → E|X − d| = σ√(2/π)
     assert q["playout_ms"] == pytest.approx(steady, abs=1.0)
     assert q["loss_late"] == pytest.approx(norm.sf(4 * math.sqrt(2 / math.pi)), abs=0.002)
+
+
+def test_rfc3550_jitter_estimator_by_hand() -> None:
+    """The estimator itself, packet by packet, against RFC 3550's recurrence in exact
+    rational arithmetic: J = J + (|D(i-1, i)| - J) / 16, from J = 0. (The mean jitter of a
+    long call barely depends on the gain; the first packets do.)"""
+    from fractions import Fraction
+
+    from twin.media import rfc3550_jitter
+
+    transit_ms = [100, 116, 100, 130, 130, 90, 95]
+    want, j = [], Fraction(0)
+    for a, b in itertools.pairwise(transit_ms):
+        j += (abs(Fraction(b - a)) - j) / 16
+        want.append(float(j))
+    assert want[:2] == [1.0, 1.9375]  # 16/16, then 1 + 15/16
+    got = rfc3550_jitter(np.array(transit_ms, dtype=float) / 1000.0) * 1000.0
+    assert got.tolist() == pytest.approx(want, rel=1e-12, abs=1e-12)
 
 
 def test_rfc3550_jitter_of_normal_delays() -> None:

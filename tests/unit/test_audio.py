@@ -158,3 +158,60 @@ def test_frames_of_20ms() -> None:
     assert frames(np.arange(200), pad=False).shape == (1, 160)
     with pytest.raises(ValueError):
         frames(x, 8000, 0.1)
+
+
+# --- an oracle from the G.711 tables themselves (no audioop: it left Python in 3.13) ------
+
+
+def _ulaw_level14(code: int) -> int:
+    """μ-law decoder of ITU-T G.711 Table 2a: 14-bit decoded value of one code. Chord s
+    starts at decision value 2^(s+5) - 33 (0, 31, 95, ..., 4063), has 16 steps of
+    2^(s+1), and decodes to each step's middle; the code is the bit-inverted byte."""
+    b = ~code & 0xFF
+    s, q = (b >> 4) & 7, b & 0xF
+    level = (2 ** (s + 5) - 33) + 2 ** (s + 1) * q + 2**s
+    return -level if b & 0x80 else level
+
+
+def _alaw_level13(code: int) -> int:
+    """A-law decoder of ITU-T G.711 Table 1a: 13-bit decoded value of one code. Chords 0
+    and 1 step by 2 from 0 and 32, chord s >= 2 by 2^s from 2^(s+4); each step decodes
+    to its middle; even bits are inverted (XOR 0x55) and sign 1 is positive."""
+    b = code ^ 0x55
+    s, q = (b >> 4) & 7, b & 0xF
+    base, step = (0, 2) if s == 0 else (2 ** (s + 4), 2**s)
+    level = base + step * q + step // 2
+    return level if b & 0x80 else -level
+
+
+def _ulaw_code(x: int) -> int:
+    """μ-law encoder: the 14-bit sample (x >> 2) falls in one decision interval."""
+    m = x >> 2
+    sign, mag = (0x80, -m) if m < 0 else (0, m)
+    for s in range(8):
+        top = 2 ** (s + 6) - 33  # the chord's upper decision value
+        if mag < top or s == 7:
+            q = min(15, max(0, (mag - (2 ** (s + 5) - 33)) // 2 ** (s + 1)))
+            return ~(sign | s << 4 | q) & 0xFF
+    raise AssertionError
+
+
+def _alaw_code(x: int) -> int:
+    """A-law encoder: the 13-bit magnitude (one's complement for negatives) in its interval."""
+    sign, mag = (0x80, x >> 3) if x >= 0 else (0, (-x - 1) >> 3)
+    for s in range(8):
+        base, step = (0, 2) if s == 0 else (2 ** (s + 4), 2**s)
+        if mag < base + 16 * step or s == 7:
+            return (sign | s << 4 | min(15, (mag - base) // step)) ^ 0x55
+    raise AssertionError
+
+
+def test_decoders_match_the_g711_tables() -> None:
+    assert ulaw_decode(CODES).tolist() == [4 * _ulaw_level14(c) for c in range(256)]
+    assert alaw_decode(CODES).tolist() == [8 * _alaw_level13(c) for c in range(256)]
+
+
+def test_encoders_match_the_g711_decision_intervals() -> None:
+    samples = ALL16.tolist()
+    assert ulaw_encode(ALL16).tolist() == [_ulaw_code(x) for x in samples]
+    assert alaw_encode(ALL16).tolist() == [_alaw_code(x) for x in samples]
