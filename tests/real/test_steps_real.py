@@ -39,5 +39,6 @@ def test_steps_are_recorded_per_call(real_stack: None, tmp_path: Path,
     for s in steps:
         assert set(STEP_COLUMNS) - {"replication"} <= set(s)
         assert 0.4 < s["start_s"] < 15.0
-        assert s["ok"] == (not math.isnan(s["duration_ms"]))
+        # the SIPp agent answers neither: each step is recorded, and as failed
+        assert s["ok"] is False and math.isnan(s["duration_ms"])
     assert leftovers(tmp_path) == []

@@ -27,6 +27,7 @@ def test_dtmf_prompt_is_heard_after_the_digits_and_one_media_round_trip(twin_run
     keyed_ms = (3 * DTMF_TONE_S + 2 * DTMF_GAP_S) * 1000
     assert first(res.steps, "dtmf").tolist() == pytest.approx(
         [keyed_ms + D + D + PTIME + JB] * len(res.steps))
+    assert len(res.steps) > 0 and res.steps.ok.all()
     calls = res.calls
     assert calls.duration_s.tolist() == pytest.approx(
         [(keyed_ms + 2 * D + PTIME + JB) / 1000 + 2.0] * len(calls))
@@ -37,12 +38,14 @@ def test_message_is_one_transaction_through_the_proxy(twin_run) -> None:
     # caller → proxy (D + svc) → agent → 200 → proxy (svc) → caller (D)
     assert first(res.steps, "message").tolist() == pytest.approx(
         [2 * D + 2 * SVC] * len(res.steps))
+    assert len(res.steps) > 0 and res.steps.ok.all()
 
 
 def test_hold_and_resume_are_two_reinvites(twin_run) -> None:
     res = run(twin_run, [{"on_hold_s": 4}])
     assert first(res.steps, "on_hold").tolist() == pytest.approx(
         [2 * (2 * D + 2 * SVC) + 4000] * len(res.steps))
+    assert len(res.steps) > 0 and res.steps.ok.all()
 
 
 def test_transfer_is_refer_invite_notify(twin_run) -> None:
