@@ -218,3 +218,28 @@ def test_cost_report_agrees_with_siplab_run(tmp_path: Path) -> None:
 def test_cost_report_says_when_ai_turns_override(tmp_path: Path) -> None:
     page, _ = render("cost", tmp_path, ai_turns="8")
     assert "every scenario set to 8 AI turns per call by -p ai_turns" in page
+
+
+@pytest.mark.timeout(300)
+def test_latency_report_of_a_real_run_plots_percentiles_over_time(tmp_path: Path) -> None:
+    """A real voice run (18 turns in 30 s) used to show an empty percentiles-over-time plot:
+    only 60 s windows with 20 turns or more were drawn."""
+    from real.backend import RealUnavailable, check_available
+
+    try:
+        check_available()
+    except RealUnavailable as exc:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"real stack missing under CI: {exc}")
+        pytest.skip(f"real backend not installed: {exc}")
+    from lab.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["run", str(ROOT / "lab/experiments/voice-loopback.yaml"), "--backend", "real",
+                 "--out", str(run_dir), "--quiet"]) == 0
+    page = run_report("latency", {"run_dir": str(run_dir)}, out_dir=tmp_path / "report") \
+        .read_text(encoding="utf-8")
+    section = page.split(">Percentiles over time<", 1)[1].split(">Call quality: MOS<", 1)[0]
+    assert section.count("data:image/png;base64,") == 1, "no percentiles-over-time plot"
+    assert "Too few turns" not in section
+    assert "on the real backend" in page
