@@ -452,8 +452,9 @@ def present(nb: Any, name: str) -> Any:
     import nbformat
 
     injected = dict(nb.metadata.get("papermill", {}).get("parameters", {}) or {})
-    table = nbformat.v4.new_markdown_cell("#### Parameters\n\n" + parameter_table(name,
-                                                                                   injected))
+    table = nbformat.v4.new_markdown_cell(
+        "#### Parameters\n\n" + parameter_table(name, injected)
+        + "\n\n`null`: the experiment's own value, or chosen automatically.")
     cells: list[Any] = []
     where: int | None = None
     for cell in nb.cells:
