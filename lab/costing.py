@@ -280,7 +280,8 @@ def headline(cost: dict[str, Any], table: pd.DataFrame, calls_per_month: float
     """
     rows = [{"price book": f"{cost['pricebook']} (the experiment's, this run)",
              "per minute": _usd(cost["per_minute_usd"]), "per call": _usd(cost["per_call_usd"]),
-             "per month": f"${cost['per_month_usd']:,.0f} at the run's rate"}]
+             "per month": f"${cost['per_month_usd']:,.0f} at the run's rate "
+                          f"({cost['monthly']['calls_per_month']:,.0f} calls)"}]
     rows += [{"price book": str(r["pricebook"]), "per minute": _usd(r["per_minute_usd"]),
               "per call": _usd(r["per_call_usd"]),
               "per month": f"${r['per_month_usd']:,.0f} at {calls_per_month:,.0f} calls"}
