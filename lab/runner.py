@@ -297,8 +297,15 @@ def _journalled(out: Path, rep: int, exp: Experiment) -> Replication | None:
     frames = {}
     for table in JOURNAL_TABLES:
         path = out / f"{table}.rep{rep}.jsonl"
-        rows = ([json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-                if path.exists() else [])
+        rows, torn = [], 0
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a record the interruption cut in half
+                torn += bool(line.strip())
+        if torn:
+            print(f"siplab: warning: {torn} {table} record(s) of replication {rep} were cut "
+                  "short by the interruption and are left out", file=sys.stderr)
         frames[table] = pd.DataFrame(rows)
     calls = frames["calls"]
     if not len(calls):
