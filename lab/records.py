@@ -91,7 +91,7 @@ class TurnRecord:
     agent_speech_s: float  # planned reply, as played
     llm_tokens: float
     retries: Int32  # requests refused with 429 and retried
-    failed: bool  # a stage gave up (canned fallback) or no reply was heard
+    failed: bool  # a stage gave up or its request failed (canned fallback), or no reply
     barge_in: bool  # the caller talked over the reply
     cause: str  # why it failed ("" when fine): ``llm.http_401``, ``llm.timeout``, ...
 

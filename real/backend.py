@@ -149,14 +149,22 @@ class RealBackend:
             if journal is not None:
                 journal("calls", record)
 
+        ended_turns: list[dict[str, Any]] = []
+
         def keep_row(table: str, row: dict[str, Any]) -> None:
+            if table == "turns":
+                ended_turns.append(row)
             if journal is not None:
                 journal(table, {**row, "replication": replication})
 
         wall0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="siplab-real-") as work:
-            facts = dict(run_calls(exp, list(plan), Path(work), keep, progress,
-                                   on_row=keep_row) or {})
+        try:
+            with tempfile.TemporaryDirectory(prefix="siplab-real-") as work:
+                facts = dict(run_calls(exp, list(plan), Path(work), keep, progress,
+                                       on_row=keep_row) or {})
+        except BaseException:  # stopped early: still say what the kept turns met
+            warn_llm_errors(pd.DataFrame(ended_turns))
+            raise
         facts["wall_s"] = time.perf_counter() - wall0
         calls = conform(pd.DataFrame(records), CALL_SCHEMA)
         calls = calls.sort_values("call_id", kind="stable").reset_index(drop=True)

@@ -14,6 +14,9 @@ import contextlib
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -238,3 +241,42 @@ def test_the_key_reaches_only_the_voice_agents(voice_run: dict[str, Any]) -> Non
     # the agent used it, and the coordinator still has it after the run
     assert {r["auth"] for r in voice_run["requests"]} == {f"Bearer {KEY}"}
     assert voice_run["key_after"] == KEY
+
+
+@pytest.mark.real
+@pytest.mark.timeout(120)
+def test_an_interrupted_run_still_counts_and_says_its_llm_errors(tmp_path: Path) -> None:
+    """Ctrl-C after the first call: the kept turns' failures are in the summary and said."""
+    if (missing := voice_agent_available()) is not None:
+        pytest.skip(missing)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(json.dumps({  # JSON is YAML
+        "name": "llm-interrupted", "seed": 5, "duration_s": 8.0, "warmup_s": 0,
+        "load": {"arrivals": {"kind": "constant", "rate_cps": 0.5}},
+        "scenarios": {"talk": {"turns": 2, "caller_speech_s": 1.2, "agent_speech_s": 1.0}},
+        "deployment": {"agent": {"answer_ms": 50}, "ai": {"vad_ms": 300}},
+        "real": {"max_calls": 10, "max_duration_s": 60}}))
+    out = tmp_path / "out"
+    with Endpoint(["http_401"] * 100) as ep:
+        env = {**os.environ, reply.URL_ENV: ep.url, reply.KEY_ENV: KEY}
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("siplab")), "run", str(exp), "--backend",
+             "real", "--out", str(out), "--quiet"], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        journal = out / "calls.rep0.jsonl"
+        end = time.monotonic() + 60
+        while not (journal.exists() and journal.read_text().count("\n") >= 1):
+            assert proc.poll() is None and time.monotonic() < end, proc.communicate()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=40)
+    assert proc.returncode == 130, err
+    turns = pd.read_parquet(out / "turns.parquet")
+    n = len(turns)
+    assert n >= 2 and (turns.cause == "llm.http_401").all(), turns
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["ai"]["llm"]["errors"] == {"http_401": n}
+    said = [x for x in err.splitlines() if "LLM endpoint" in x]
+    assert said == [f"siplab: warning: {n} of {n} AI turns failed at the LLM endpoint and got "
+                    f"the canned reply (http_401: {n})"], err
