@@ -51,7 +51,12 @@ Process model, and why
 Every child runs in its own process group, is stopped in a ``finally`` (also on
 KeyboardInterrupt), and dies with the coordinator if that is killed (see
 :mod:`lab.proc.child`). Each also bounds itself: callers, agents and SIPp exit at the
-run's deadline (last planned start + longest call + a margin) on their own.
+run's deadline (last planned start + longest call + a margin) on their own. The
+coordinator watches them all while calls run: one dying fails the calls it carried
+and stops the run (:mod:`real.watchdog`). Children start with every credential
+withheld from their environment; only the voice agents get the LLM key
+(:mod:`real.credentials`). A call's turns and steps, like its record, are handed on
+(``on_row``, the runner's journal) the moment it ends.
 
 Importing this module loads no pjsua2: only the caller and agent processes do.
 """
