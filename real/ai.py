@@ -42,8 +42,10 @@ every process of the machine, and name the turn by the plan's call id (the
 is ``network_ms``: the media path both ways (RTP packetisation, the impairment
 emulator, the caller's jitter buffer) and the VAD's own detection lag -- the
 twin's ``network_ms`` plus what a real endpointer adds. A turn the agent never
-answered keeps its row, with NaN parts, and ``failed = True`` when no reply was
-heard.
+answered keeps its row, with NaN parts, ``failed = True`` and ``cause = "no_reply"``
+when no reply was heard; a turn whose external LLM request failed is ``failed`` with
+``cause = "llm.<cause>"`` (:func:`real.reply.error_cause`) though the canned reply
+was heard.
 """
 
 from __future__ import annotations
