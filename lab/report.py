@@ -416,11 +416,16 @@ def check_out_dir(out: Path) -> None:
 
 
 def _ipc_kernel_manager() -> type:
-    """A kernel manager whose kernel listens on Unix sockets (ZeroMQ IPC), not on TCP.
+    """A kernel manager whose kernel listens on Unix sockets (ZeroMQ IPC), not on TCP,
+    and is shut down without a SIGINT.
 
     Over TCP, ipykernel warns on stderr that its traffic is plain text on a local
     port; IPC sockets live in Jupyter's private runtime directory, so there is
-    nothing to warn about and no port another user could reach.
+    nothing to warn about and no port another user could reach. jupyter_client
+    also interrupts a kernel (SIGINT) before asking it to shut down; once papermill
+    has run every cell there is nothing to interrupt, and a SIGINT landing while the
+    kernel reads a message logs "KeyboardInterrupt caught in kernel" on stderr. The
+    shutdown request alone stops it (SIGTERM, then SIGKILL, if it does not).
     """
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
@@ -429,6 +434,11 @@ def _ipc_kernel_manager() -> type:
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 

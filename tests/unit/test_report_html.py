@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from lab.report import _to_html, parameter_table, present
@@ -57,3 +58,32 @@ def test_html_has_no_code(tmp_path: Path) -> None:
     assert "42 channels carry it." in page and "evidence line" in page
     assert page.index("42 channels carry it.") < page.index("Parameters") \
         < page.index("evidence line")
+
+
+def test_the_kernel_is_not_interrupted_on_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """jupyter_client sends SIGINT before its shutdown request; a SIGINT landing while the
+    kernel reads a message logs "KeyboardInterrupt caught in kernel" on siplab's stderr."""
+    import asyncio
+    import signal
+    from types import SimpleNamespace
+
+    from lab.report import _ipc_kernel_manager
+
+    cls = _ipc_kernel_manager()
+    sent: list[int] = []
+
+    async def record(self: object, sig: int) -> None:
+        sent.append(sig)
+
+    monkeypatch.setattr(cls, "has_kernel", property(lambda self: True))
+    monkeypatch.setattr(cls, "kernel_spec", property(
+        lambda self: SimpleNamespace(interrupt_mode="signal")))
+    monkeypatch.setattr(cls, "_async_signal_kernel", record)
+    km = cls()
+    assert km.transport == "ipc"
+    km.shutting_down = True
+    asyncio.run(km._async_interrupt_kernel())
+    assert sent == []  # shutting down: nothing to interrupt
+    km.shutting_down = False
+    asyncio.run(km._async_interrupt_kernel())
+    assert sent == [signal.SIGINT]  # a real interrupt still interrupts
