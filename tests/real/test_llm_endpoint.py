@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psutil
 import pytest
 
 from lab.runner import run_experiment
@@ -34,6 +33,7 @@ from lab.spec import validate
 from real import reply
 from real.agent import voice_agent_available
 from real.credentials import is_secret, withheld
+from tests.real.conftest import cmdline, descendants
 
 KEY = "sk-test-7f3a9c"  # what the endpoint expects as the bearer token
 TRUNK_PASSWORD_ENV = "SIPLAB_TRUNK_PASSWORD"
@@ -133,19 +133,17 @@ class ChildEnvirons:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
-        me = psutil.Process()
         while not self._stop.is_set():
-            for child in me.children(recursive=True):
-                if child.pid in self.seen:
+            for pid, _start in descendants(os.getpid()):
+                if pid in self.seen:
                     continue
                 try:
-                    raw = Path(f"/proc/{child.pid}/environ").read_bytes()
-                    cmd = " ".join(child.cmdline())
-                except (OSError, psutil.Error):
+                    raw = Path(f"/proc/{pid}/environ").read_bytes()
+                except OSError:
                     continue
                 env = dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0")
                            if "=" in kv)
-                self.seen[child.pid] = (cmd, env)
+                self.seen[pid] = (cmdline(pid), env)
             self._stop.wait(0.05)
 
     def __enter__(self) -> ChildEnvirons:

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 import yaml
 
 from real.agent import voice_agent_available
+from tests.real.conftest import cmdline, descendants, still_running
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("real_stack"),
               pytest.mark.timeout(150)]
@@ -81,18 +81,18 @@ class Run:
             time.sleep(0.05)
         raise AssertionError(f"fewer than {n} calls finished in {timeout_s} s")
 
-    def processes(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
+    def processes(self) -> list[tuple[int, int]]:
+        """``(pid, start time)`` of every process of the run."""
+        return descendants(self.proc.pid)
 
-    def find(self, needle: str) -> psutil.Process:
-        """The run's first process whose command line holds ``needle``."""
-        for p in self.processes():
-            try:
-                if needle in " ".join(p.cmdline()) and p.ppid() == self.proc.pid:
-                    return p
-            except psutil.Error:
-                continue
-        raise AssertionError(f"no {needle} among {[p.cmdline() for p in self.processes()]}")
+    def find(self, needle: str) -> int:
+        """The pid of the run's first child whose command line holds ``needle``."""
+        children = [pid for pid, _ in descendants(self.proc.pid)
+                    if _ppid(pid) == self.proc.pid]
+        for pid in children:
+            if needle in cmdline(pid):
+                return pid
+        raise AssertionError(f"no {needle} among {[cmdline(p) for p in children]}")
 
     def finish(self, timeout_s: float = 40.0) -> tuple[int, str]:
         _out, err = self.proc.communicate(timeout=timeout_s)
@@ -106,16 +106,11 @@ class Run:
         return json.loads((self.out / "summary.json").read_text())
 
 
-def alive(procs: list[psutil.Process]) -> list[str]:
-    """The processes of ``procs`` still running (not zombies)."""
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(" ".join(p.cmdline()))
-        except psutil.Error:
-            continue
-    return out
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):
+        return -1
 
 
 def assert_kept(before: list[dict], tables: dict[str, pd.DataFrame]) -> None:
@@ -145,7 +140,7 @@ def test_ctrl_c_keeps_the_finished_calls_turns_and_steps(tmp_path: Path) -> None
     assert run.summary()["status"] == "interrupted"
     assert_kept(before, run.tables())
     assert not list(run.out.glob("*.jsonl")), "journals left behind"
-    assert alive(procs) == []
+    assert still_running(procs) == []
 
 
 KILLS = {  # the component, how to find it, the cause its calls get, its name on stderr
@@ -164,7 +159,7 @@ def test_a_component_killed_mid_run_fails_its_calls_and_stops_the_run(
     before = run.wait_for_calls(1)
     procs = run.processes()
     victim = run.find(needle)
-    victim.send_signal(signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
     t_kill = time.monotonic()
     code, err = run.finish()
     took = time.monotonic() - t_kill
@@ -172,7 +167,7 @@ def test_a_component_killed_mid_run_fails_its_calls_and_stops_the_run(
     assert code == 1, err
     said = [line for line in err.splitlines() if "died" in line]
     assert len(said) == 1 and f"{name} (" in said[0] and "SIGKILL" in said[0], err
-    assert str(victim.pid) in said[0]
+    assert f"pid {victim})" in said[0]
     assert took < 20
     tables = run.tables()
     assert_kept(before, tables)
@@ -183,4 +178,4 @@ def test_a_component_killed_mid_run_fails_its_calls_and_stops_the_run(
     kept_ids = {r["call_id"] for r in before}
     assert not kept_ids & set(failed.call_id)
     assert run.summary()["status"] == "interrupted"
-    assert alive(procs) == [], "processes of the run left behind"
+    assert still_running(procs) == [], "processes of the run left behind"
