@@ -33,6 +33,7 @@ from lab.spec import validate
 from real import reply
 from real.agent import voice_agent_available
 from real.credentials import is_secret, withheld
+from tests.real.conftest import _missing as missing
 from tests.real.conftest import cmdline, descendants
 
 KEY = "sk-test-7f3a9c"  # what the endpoint expects as the bearer token
@@ -124,6 +125,18 @@ def test_withheld_takes_secrets_out_and_puts_them_back(monkeypatch: pytest.Monke
     assert is_secret("AWS_SECRET") and is_secret("GITHUB_TOKEN") and not is_secret("PATH")
 
 
+def need_voice_stack() -> None:
+    """Kamailio, SIPp, pjsua2 and the voice agent's parts, or skip (fail under CI)."""
+    from real.backend import RealUnavailable, check_available
+
+    try:
+        check_available()
+    except RealUnavailable as exc:
+        missing(str(exc))
+    if (why := voice_agent_available()) is not None:
+        missing(why)
+
+
 class ChildEnvirons:
     """Reads ``/proc/<pid>/environ`` of every descendant of this process, as they appear."""
 
@@ -158,14 +171,7 @@ class ChildEnvirons:
 @pytest.fixture(scope="module")
 def voice_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One small real voice run (3 calls, 2 turns each) against the failing endpoint."""
-    if (missing := voice_agent_available()) is not None:
-        pytest.skip(missing)
-    from real.backend import RealUnavailable, check_available
-
-    try:
-        check_available()
-    except RealUnavailable as exc:
-        pytest.skip(str(exc))
+    need_voice_stack()
     exp = validate({
         "name": "llm-endpoint", "seed": 5, "duration_s": 3.0, "warmup_s": 0,
         "load": {"arrivals": {"kind": "constant", "rate_cps": 1.0}},
@@ -245,8 +251,7 @@ def test_the_key_reaches_only_the_voice_agents(voice_run: dict[str, Any]) -> Non
 @pytest.mark.timeout(120)
 def test_an_interrupted_run_still_counts_and_says_its_llm_errors(tmp_path: Path) -> None:
     """Ctrl-C after the first call: the kept turns' failures are in the summary and said."""
-    if (missing := voice_agent_available()) is not None:
-        pytest.skip(missing)
+    need_voice_stack()
     exp = tmp_path / "exp.yaml"
     exp.write_text(json.dumps({  # JSON is YAML
         "name": "llm-interrupted", "seed": 5, "duration_s": 8.0, "warmup_s": 0,
