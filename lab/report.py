@@ -491,5 +491,15 @@ def _to_html(notebook: Path, name: str) -> str:
     nb = present(nbformat.read(str(notebook), as_version=4), name)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title(nb, name)}})
     return str(body)
+
+
+def title(nb: Any, name: str) -> str:
+    """The page's title: the notebook's first Markdown heading, else its name."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return name

@@ -55,6 +55,7 @@ def test_html_has_no_code(tmp_path: Path) -> None:
     for code in ("answer_text_here", "load_the_experiment_quietly", "compute_the_evidence",
                  "# Parameters", "replications = 2"):
         assert code not in page, code
+    assert "<title>Title</title>" in page  # not "Notebook", nor the temp file's name
     assert "42 channels carry it." in page and "evidence line" in page
     assert page.index("42 channels carry it.") < page.index("Parameters") \
         < page.index("evidence line")
