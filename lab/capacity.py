@@ -428,8 +428,9 @@ class Answer:
     """The dimensioning answer: Erlang B's channel count and what the twin confirmed.
 
     ``tried`` holds :func:`decide_channels`' result for each channel count tried,
-    from Erlang B's count upwards; the answer is the first the twin confirms
-    (``channels``), or None when none within :data:`MAX_EXTRA_CHANNELS` was.
+    in the order tried (from Erlang B's count upwards, or downwards when it was
+    confirmed at once); the answer is the fewest the twin confirms (``channels``),
+    or None when none within :data:`MAX_EXTRA_CHANNELS` was.
     """
 
     peak_erlangs: float
@@ -439,8 +440,9 @@ class Answer:
 
     @property
     def confirmed(self) -> dict[str, Any] | None:
-        """The result of the channel count the twin confirmed, if any."""
-        return next((t for t in self.tried if t["verdict"] == MEETS), None)
+        """The result of the fewest channels the twin confirmed, if any."""
+        meets = [t for t in self.tried if t["verdict"] == MEETS]
+        return min(meets, key=lambda t: t["channels"]) if meets else None
 
     @property
     def channels(self) -> int | None:
@@ -490,20 +492,30 @@ def plan(exp: Experiment, target_blocking: float = 0.01, replications: int | Non
     Starts at Erlang B's count (:func:`channels_needed`) and asks the twin
     (:func:`decide_channels`); a count the twin shows to miss the target, or
     cannot decide at ``max_replications`` (default 8 × ``replications``), is
-    followed by the next, up to ``max_extra_channels`` more. The first count
-    whose 95 % CI lies at or below the target is the answer.
+    followed by the next, up to ``max_extra_channels`` more. When Erlang B's count
+    itself is confirmed, fewer channels are tried until one is not (the twin can
+    need fewer than Erlang B). The fewest channels whose 95 % CI lies at or below
+    the target is the answer.
     """
     peak = peak_erlangs(exp, base_dir)
     first = channels_needed(peak, target_blocking)
     reps = int(replications or exp.replications)
     cap = max(reps, int(max_replications)) if max_replications is not None else 8 * reps
+
+    def decide(n: int) -> dict[str, Any]:
+        return decide_channels(exp, n, target_blocking, replications=reps,
+                               max_replications=cap, erlangs=peak, jobs=jobs, base_dir=base_dir)
+
     tried: list[dict[str, Any]] = []
     for n in range(first, first + max_extra_channels + 1):
-        tried.append(decide_channels(exp, n, target_blocking, replications=reps,
-                                     max_replications=cap, erlangs=peak, jobs=jobs,
-                                     base_dir=base_dir))
+        tried.append(decide(n))
         if tried[-1]["verdict"] == MEETS:
             break
+    if len(tried) == 1 and tried[0]["verdict"] == MEETS:
+        for n in range(first - 1, max(0, first - 1 - max_extra_channels), -1):
+            tried.append(decide(n))
+            if tried[-1]["verdict"] != MEETS:
+                break
     return Answer(peak, target_blocking, first, tuple(tried))
 
 

@@ -114,9 +114,9 @@ def test_plan_answer_is_twin_confirmed() -> None:
         assert text.startswith(f"{answer.channels} channels carry the peak of 5 erlangs at "
                                "≤ 1 % blocking, twin-confirmed")
         assert f"[{100 * lo:.2f} %, {100 * hi:.2f} %]" in text and "95 % CI" in text
-    for t in answer.tried[:-1]:
-        assert t["verdict"] != capacity.MEETS and (t["verdict"] == capacity.MISSES
-                                                    or t["capped"])
+    for t in answer.tried:  # every count below the answer that was tried is not confirmed
+        if best is None or t["channels"] < best["channels"]:
+            assert t["verdict"] == capacity.MISSES or t["capped"], t
     table = answer.table()
     assert table["channels"].tolist() == [t["channels"] for t in answer.tried]
     assert set(table.columns) == {"channels", "erlang_b", "simulated", "ci95_lo", "ci95_hi",
@@ -181,6 +181,20 @@ def test_plan_says_plainly_when_it_cannot_decide(monkeypatch: pytest.MonkeyPatch
                            "at ≤ 1 % blocking: at 13 channels simulated blocking 1.16 % "
                            "[0.50 %, 1.82 %] (95 % CI over 20 replications) still straddles")
     assert "channels carry the peak" not in text
+
+
+def test_plan_tries_fewer_channels_when_erlang_b_is_confirmed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The twin can need fewer than Erlang B: 11 and 10 are confirmed, 9 cannot be.
+    table = {(11, 2): (0.001, 0.006), (10, 2): (0.002, 0.009), (9, 2): (0.004, 0.016),
+             (9, 4): (0.006, 0.014)}
+    calls: list = []
+    monkeypatch.setattr(capacity, "verify_channels", _fake_verify(table, calls))
+    answer = capacity.plan(small_trunk(replications=2), 0.01, max_replications=4)
+    assert calls == [(11, 2), (10, 2), (9, 2), (9, 4)]
+    assert answer.channels == 10
+    assert answer.text().startswith("10 channels carry the peak of 5 erlangs")
+    assert answer.text().endswith("Erlang B alone says 11")
 
 
 def test_decide_channels_refuses_a_cap_below_the_start() -> None:
