@@ -93,7 +93,7 @@ from real.network import NetworkEmulator
 from real.proxy import kamailio_binary, kamailio_version, module_dir
 from real.sip import signalling, unplaced_record
 from real.system import SystemUnderTest
-from real.watchdog import Component, ComponentDied, died_record, first_dead, voice_agent_calls
+from real.watchdog import Component, ComponentDied, components, died_record, first_dead
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
             pool = UacPool(n_workers, workdir, deadline=time.monotonic() + 30.0 + span_s)
             started.append(pool)
             pool.start()
-            session.watch = _components(sut, network, pool)
+            session.watch = components(sut, network, pool.workers)
             facts.update(sip_port=proxy.sip_port, uac_ports=[w.port for w in pool.workers],
                          agent_ports=sut.agent_ports)
             session.run_start = run_start = time.monotonic() + START_LEAD_S
@@ -355,32 +355,6 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
     facts["steps"] = session.steps
     facts["wall_s"] = round(time.monotonic() - t_wall, 3)
     return facts
-
-
-def _components(sut: SystemUnderTest, network: NetworkEmulator, pool: UacPool
-                ) -> list[Component]:
-    """Every process of the run to watch, with the calls each one's death takes down."""
-    out: list[Component] = []
-    if sut.proxy is not None and sut.proxy.proc is not None:
-        out.append(Component("kamailio", "real.proxy", sut.proxy.proc))
-    out.append(Component("the RTP relay", "real.network", network.proc))
-    if sut.pool is not None:
-        out += [Component(f"voice agent agent{k}", "real.agent", proc,
-                          voice_agent_calls(sut.pool.log_paths[k]))
-                for k, proc in enumerate(sut.pool.procs)]
-    for name, sipp in (("the SIPp agent", sut.sipp), ("the SIPp transfer target", sut.human)):
-        if sipp is not None and sipp.sipp.proc is not None:
-            out.append(Component(name, "real.agent", sipp.sipp.proc))
-    out += [Component(f"caller {w.name}", "real.uac_pool", w.proc, _active_of(w))
-            for w in pool.workers]
-    return out
-
-
-def _active_of(worker: UacWorker) -> Callable[[set[int]], set[int]]:
-    """``carried(open)`` of a caller process: the calls it has in progress."""
-    def carried(open_calls: set[int]) -> set[int]:
-        return set(worker.active) & open_calls
-    return carried
 
 
 def _drain(session: _Session, pool: UacPool) -> None:

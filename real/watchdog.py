@@ -24,18 +24,23 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.plan import CallPlan
 from lab.proc.child import ChildProcess
 from lab.proc.lines import read_file
 from real.sip import unplaced_record
 
-__all__ = ["Component", "ComponentDied", "died_record", "ended_how", "first_dead",
-           "voice_agent_calls"]
+if TYPE_CHECKING:
+    from loadgen.callers.pool import UacWorker
+    from real.network import NetworkEmulator
+    from real.system import SystemUnderTest
+
+__all__ = ["Component", "ComponentDied", "components", "died_record", "ended_how",
+           "first_dead", "voice_agent_calls"]
 
 
 @dataclass
@@ -94,6 +99,32 @@ def ended_how(returncode: int | None) -> str:
 def first_dead(components: list[Component]) -> Component | None:
     """The first watched process that has exited, if any."""
     return next((c for c in components if not c.proc.alive()), None)
+
+
+def components(sut: SystemUnderTest, network: NetworkEmulator,
+               callers: Sequence[UacWorker]) -> list[Component]:
+    """Every process of the run to watch, with the calls each one's death takes down."""
+    out: list[Component] = []
+    if sut.proxy is not None and sut.proxy.proc is not None:
+        out.append(Component("kamailio", "real.proxy", sut.proxy.proc))
+    out.append(Component("the RTP relay", "real.network", network.proc))
+    if sut.pool is not None:
+        out += [Component(f"voice agent agent{k}", "real.agent", proc,
+                          voice_agent_calls(sut.pool.log_paths[k]))
+                for k, proc in enumerate(sut.pool.procs)]
+    for name, sipp in (("the SIPp agent", sut.sipp), ("the SIPp transfer target", sut.human)):
+        if sipp is not None and sipp.sipp.proc is not None:
+            out.append(Component(name, "real.agent", sipp.sipp.proc))
+    out += [Component(f"caller {w.name}", "real.uac_pool", w.proc, caller_calls(w))
+            for w in callers]
+    return out
+
+
+def caller_calls(worker: UacWorker) -> Callable[[set[int]], set[int]]:
+    """``carried(open)`` of a pjsua2 caller process: the calls it has in progress."""
+    def carried(open_calls: set[int]) -> set[int]:
+        return set(worker.active) & open_calls
+    return carried
 
 
 def voice_agent_calls(log_path: Path) -> Callable[[set[int]], set[int]]:
