@@ -243,3 +243,50 @@ def test_latency_report_of_a_real_run_plots_percentiles_over_time(tmp_path: Path
     assert section.count("data:image/png;base64,") == 1, "no percentiles-over-time plot"
     assert "Too few turns" not in section
     assert "on the real backend" in page
+
+
+@pytest.mark.timeout(300)
+def test_latency_report_shows_llm_failures_by_cause(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real voice run whose LLM endpoint answers 401 to every turn: the report's answer
+    says so and its "LLM failures by cause" table counts them."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from real.backend import RealUnavailable, check_available
+
+    try:
+        check_available()
+    except RealUnavailable as exc:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"real stack missing under CI: {exc}")
+        pytest.skip(f"real backend not installed: {exc}")
+    from lab.cli import main
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_error(401)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("SIPLAB_AGENT_LLM_URL", f"http://127.0.0.1:{server.server_port}/")
+        run_dir = tmp_path / "run"
+        main(["run", str(ROOT / "lab/experiments/voice-loopback.yaml"), "--backend", "real",
+              "--out", str(run_dir), "--quiet"])
+    finally:
+        server.shutdown()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    failed = summary["ai"]["llm"]["errors"]
+    assert set(failed) == {"http_401"} and failed["http_401"] > 0
+    page, executed = render("latency", tmp_path / "report", run_dir=str(run_dir))
+    sentence = answer_sentence(executed)
+    assert f"; {failed['http_401']:,} turn(s) got no LLM reply (the endpoint failed: " \
+           "http_401)" in sentence
+    section = page.split(">LLM failures by cause<", 1)[1].split(">The waterfall", 1)[0]
+    cells = [t for _, t in visible_text(section)]
+    assert "http_401" in cells and str(failed["http_401"]) in cells
