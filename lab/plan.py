@@ -253,8 +253,10 @@ class Plan(Sequence[CallPlan]):
     def __iter__(self) -> Iterator[CallPlan]:
         start, scen, src, names, ips = (self.start_s.tolist(), self.scenario.tolist(),
                                         self.source.tolist(), self.names, self.ips)
+        kind, hold = self.kind.tolist(), self.hold_s.tolist()  # lists: cheaper per call
         for i in range(len(self)):
-            yield CallPlan(i, start[i], names[scen[i]], ips[src[i]], self.script(i))
+            script = (Talk(hold[i]),) if kind[i] == TALK else self.script(i)
+            yield CallPlan(i, start[i], names[scen[i]], ips[src[i]], script)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Plan):

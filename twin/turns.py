@@ -66,6 +66,8 @@ class TurnRuns:
         self.g0: dict[int, int] | Ints = {}
         self.n: dict[int, int] | Ints = {}
         self.listed: dict[int, list[Block]] = {}
+        self._g0_list: list[int] | None = None
+        self._n_list: list[int] | None = None
         if isinstance(plan, Plan):
             self._from_plan(plan)
         else:
@@ -78,6 +80,8 @@ class TurnRuns:
             counts[i] = sum(b.n for b in script_runs(plan.scripts[i], 0))
         g0 = np.cumsum(counts) - counts
         self.g0, self.n = g0, np.where(plan.kind == TURNS, counts, 0)
+        # as lists for of(), asked once per call: a list index is cheaper than numpy's
+        self._g0_list, self._n_list = g0.tolist(), self.n.tolist()
         for i in scripted:
             runs = script_runs(plan.scripts[i], int(g0[i]))
             if runs:
@@ -98,8 +102,9 @@ class TurnRuns:
         runs = self.listed.get(call_id)
         if runs is not None:
             return runs
-        if isinstance(self.n, np.ndarray) and 0 <= call_id < self.n.size and self.n[call_id]:
-            return [Block(int(self.g0[call_id]), int(self.n[call_id]), 0, 0, 1)]
+        n, g0 = self._n_list, self._g0_list
+        if n is not None and g0 is not None and 0 <= call_id < len(n) and n[call_id]:
+            return [Block(g0[call_id], n[call_id], 0, 0, 1)]
         return None
 
     def numbering(self) -> tuple[Ints, Ints, Ints]:
