@@ -253,9 +253,13 @@ class Plan(Sequence[CallPlan]):
     def __iter__(self) -> Iterator[CallPlan]:
         start, scen, src, names, ips = (self.start_s.tolist(), self.scenario.tolist(),
                                         self.source.tolist(), self.names, self.ips)
-        kind, hold = self.kind.tolist(), self.hold_s.tolist()  # lists: cheaper per call
+        # lists, not numpy scalars, per call: the same values, cheaper to read
+        kind, hold, tables = self.kind.tolist(), self.hold_s.tolist(), self.tables
+        table, lo, hi = self.table.tolist(), self.turn_lo.tolist(), self.turn_hi.tolist()
         for i in range(len(self)):
-            script = (Talk(hold[i]),) if kind[i] == TALK else self.script(i)
+            k = kind[i]
+            script = ((Talk(hold[i]),) if k == TALK else
+                      (Turns(tables[table[i]], lo[i], hi[i]),) if k == TURNS else self.script(i))
             yield CallPlan(i, start[i], names[scen[i]], ips[src[i]], script)
 
     def __eq__(self, other: object) -> bool:
