@@ -177,8 +177,13 @@ def _emodel(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from lab.report import ReportError, ReportFailed, run_report
 
+    params: dict[str, str] = {}
+    for key, value in args.parameter:
+        if key in params:
+            raise _bad(f"-p {key}", f"given twice ({params[key]!r} and {value!r}); give it once")
+        params[key] = value
     try:
-        path = run_report(args.name, dict(args.parameter), out_dir=args.out_dir)
+        path = run_report(args.name, params, out_dir=args.out_dir)
     except ReportError as exc:
         raise _bad(exc.key, exc.problem) from exc
     except ReportFailed as exc:

@@ -180,6 +180,7 @@ OTHER = [
     ("report nosuch", "nosuch"),
     ("report capacity -p nosuch 3", "nosuch"),
     ("report capacity -p points", "argument -p/--parameter: expected 2 arguments"),
+    ("report capacity -p points 4 -p points 5", "-p points: given twice ('4' and '5')"),
 ]
 
 
