@@ -217,17 +217,26 @@ def speech_per_call(calls: pd.DataFrame, turns: pd.DataFrame
     span = int(max(calls["call_id"].max(), turns["call_id"].max())) + 1 if len(calls) else 1
     call_key = (calls["replication"].to_numpy(np.int64) * span
                 + calls["call_id"].to_numpy(np.int64))
-    turn_key = (turns["replication"].to_numpy(np.int64) * span
-                + turns["call_id"].to_numpy(np.int64))
-    order = np.argsort(call_key, kind="stable")
-    sorted_keys = call_key[order]
+    # a few per-turn temporaries only, each freed as soon as it is used (millions of turns)
+    turn_key = turns["replication"].to_numpy(np.int64) * span
+    turn_key += turns["call_id"].to_numpy(np.int64)
+    in_order = bool(np.all(call_key[1:] >= call_key[:-1]))  # the usual case: no sort
+    order = None if in_order else np.argsort(call_key, kind="stable")
+    sorted_keys = call_key if order is None else call_key[order]
     pos = np.searchsorted(sorted_keys, turn_key)
-    pos = np.minimum(pos, max(0, sorted_keys.size - 1))
+    np.minimum(pos, max(0, sorted_keys.size - 1), out=pos)
     found = sorted_keys[pos] == turn_key if sorted_keys.size else np.zeros(turn_key.size, bool)
-    row = order[pos[found]]
-    caller = np.bincount(row, weights=turns["caller_speech_s"].to_numpy(float)[found],
+    del turn_key
+    every = bool(found.all())
+    row = pos if every else pos[found]
+    if order is not None:
+        row = order[row]
+    del pos
+    caller_s = turns["caller_speech_s"].to_numpy(float)
+    agent_s = turns["agent_speech_s"].to_numpy(float)
+    caller = np.bincount(row, weights=caller_s if every else caller_s[found],
                          minlength=len(calls))
-    agent = np.bincount(row, weights=turns["agent_speech_s"].to_numpy(float)[found],
+    agent = np.bincount(row, weights=agent_s if every else agent_s[found],
                         minlength=len(calls))
     return caller, agent
 

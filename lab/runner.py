@@ -33,7 +33,7 @@ from lab.backend import Backend, Progress, Replication, backend
 from lab.codecs import codec as find_codec
 from lab.cost import call_costs, load_pricebook, summary_cost
 from lab.dists import DistError
-from lab.memory import release
+from lab.memory import large_blocks_from_the_kernel, release
 from lab.plan import CallPlan, Plan, make_plan
 from lab.records import CALL_SCHEMA, STEP_SCHEMA, TURN_SCHEMA
 from lab.spec import Experiment, SpecError, dump_resolved, unsupported_features
@@ -141,6 +141,7 @@ def run_experiment(exp: Experiment, *, backend: str = "twin", out_dir: Path | No
     """Run ``exp`` on ``backend``; write the results; return the path of summary.json."""
     out = Path(out_dir) if out_dir is not None else default_out_dir(exp)
     check_out_dir(out)
+    large_blocks_from_the_kernel()
     impl, plans = prepare(exp, backend, base_dir, force)
     pricebook = load_pricebook(exp.pricebook, base_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,6 +153,7 @@ def run_experiment(exp: Experiment, *, backend: str = "twin", out_dir: Path | No
         _run_all(exp, impl, plans, reps, out, jobs, show_progress)
     except (KeyboardInterrupt, Exception) as exc:  # keep what finished, then re-raise
         failure = exc
+    plans.clear()  # the records are all that is needed from here: free the plans' arrays
     summary = _write(exp, impl.name, reps, out, pricebook, time.perf_counter() - wall0,
                      failure)
     if failure is not None:
