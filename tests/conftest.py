@@ -27,3 +27,12 @@ def twin_run():
         return run_replication(exp, rep, make_plan(exp, rep))
 
     return run
+
+
+def hear_ctrl_c() -> None:
+    """``preexec_fn`` of a child that a test stops with SIGINT: a shell without job
+    control (CI's, nohup's) starts background jobs with SIGINT ignored, and a child
+    inherits that; restore the default so the child hears the test's Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

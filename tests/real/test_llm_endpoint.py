@@ -33,6 +33,7 @@ from lab.spec import validate
 from real import reply
 from real.agent import voice_agent_available
 from real.credentials import is_secret, withheld
+from tests.conftest import hear_ctrl_c
 from tests.real.conftest import _missing as missing
 from tests.real.conftest import cmdline, descendants
 
@@ -265,7 +266,8 @@ def test_an_interrupted_run_still_counts_and_says_its_llm_errors(tmp_path: Path)
         proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("siplab")), "run", str(exp), "--backend",
              "real", "--out", str(out), "--quiet"], env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                preexec_fn=hear_ctrl_c)
         journal = out / "calls.rep0.jsonl"
         end = time.monotonic() + 60
         while not (journal.exists() and journal.read_text().count("\n") >= 1):

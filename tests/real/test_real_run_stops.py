@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from real.agent import voice_agent_available
+from tests.conftest import hear_ctrl_c
 from tests.real.conftest import _missing, cmdline, descendants, still_running
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("real_stack"),
@@ -61,7 +62,7 @@ class Run:
         self.proc = subprocess.Popen(
             [str(SIPLAB), "run", str(exp), "--backend", "real", "--out", str(self.out),
              "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+            text=True, start_new_session=True, preexec_fn=hear_ctrl_c)
         self.t0 = time.monotonic()
 
     def journalled(self, table: str) -> list[dict]:
