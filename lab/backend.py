@@ -87,7 +87,9 @@ class Replication:
     usage
         Per AI stage: ``servers`` (None: unlimited) and ``busy_s`` after warm-up.
     facts
-        Run facts: ``wall_s``, ``sim_s``, ``events`` and whatever the backend measured.
+        Run facts: ``wall_s``, ``sim_s``, ``events`` and whatever the backend measured;
+        ``error`` (``"Type: message"``) when the replication stopped on an exception, its
+        finished records kept and ``interrupted`` set (the run then exits 1 naming it).
     interrupted
         Stopped early (Ctrl-C): the tables hold what finished.
     """

@@ -212,7 +212,18 @@ def _run_all(exp: Experiment, impl: Backend, plans: Sequence[Sequence[CallPlan]]
         reps[rep] = result
         journal.remove()
         if result.interrupted:
-            raise KeyboardInterrupt
+            raise _stopped(rep, result)
+
+
+class ReplicationFailed(RuntimeError):
+    """A replication stopped on an error; the calls it finished were kept."""
+
+
+def _stopped(rep: int, result: Replication) -> BaseException:
+    """Why a replication came back early: its error, or Ctrl-C."""
+    if (error := result.facts.get("error")) is not None:
+        return ReplicationFailed(f"replication {rep} failed: {error}")
+    return KeyboardInterrupt()
 
 
 def _run_parallel(exp: Experiment, impl: Backend, plans: Sequence[Sequence[CallPlan]],
@@ -230,8 +241,8 @@ def _run_parallel(exp: Experiment, impl: Backend, plans: Sequence[Sequence[CallP
                         disable=not show, file=sys.stderr):
             if (res := fut.result()) is not None:
                 reps[futures[fut]] = res
-                if res.interrupted:  # its worker alone was sent SIGINT: stop them all
-                    raise KeyboardInterrupt
+                if res.interrupted:  # its worker was stopped (SIGINT) or failed: stop all
+                    raise _stopped(futures[fut], res)
     except BaseException:
         _collect_stopped(pool, futures, reps)
         raise

@@ -49,15 +49,34 @@ class TwinBackend:
 
 def run_replication(exp: Experiment, replication: int, plan: Sequence[CallPlan],
                     progress: Progress | None = None) -> Replication:
-    """Simulate one replication of ``exp`` with the calls of ``plan``."""
+    """Simulate one replication of ``exp`` with the calls of ``plan``.
+
+    Stopped by Ctrl-C or by an exception, it still returns the calls finished so far,
+    with ``interrupted`` set (and, after an exception, ``facts["error"]`` naming it).
+    """
     twin = Twin(exp, replication, plan)
     wall0 = time.perf_counter()
-    interrupted = False
+    interrupted, error = False, None
     try:
         twin.run(progress)
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as exc:  # a fault mid-run: keep what finished, say what broke
+        interrupted, error = True, exc
     wall = time.perf_counter() - wall0
+    if error is None:
+        return _tables(exp, replication, twin, wall, interrupted)
+    try:
+        rep = _tables(exp, replication, twin, wall, interrupted)
+    except Exception:
+        raise error from None  # the state is past reading: the fault itself goes up
+    rep.facts["error"] = f"{type(error).__name__}: {error}"
+    return rep
+
+
+def _tables(exp: Experiment, replication: int, twin: Twin, wall: float, interrupted: bool
+            ) -> Replication:
+    """The replication's records as tables (after a run, whole or cut short)."""
     release()  # the event loop's freed objects, before the tables are built
     calls = twin.log.frame()
     calls["replication"] = np.full(len(calls), replication, dtype=np.int32)
