@@ -36,3 +36,27 @@ def hear_ctrl_c() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def strict_ci() -> bool:
+    """CI runs must not skip: a missing component there is a failure."""
+    import os
+
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(message: str, what: str = "real stack") -> None:
+    """Skip the test for want of a component, or fail it under CI."""
+    if strict_ci():
+        pytest.fail(f"{what} missing under CI: {message}")
+    pytest.skip(message)
+
+
+def need_real_stack() -> None:
+    """Kamailio, SIPp and pjsua2 are usable, or the test skips (fails under CI)."""
+    from real.backend import RealUnavailable, check_available
+
+    try:
+        check_available()
+    except RealUnavailable as exc:
+        missing(f"real backend not installed: {exc}")

@@ -24,6 +24,7 @@ from lab.report import (
     notebook_parameters,
     run_report,
 )
+from tests.conftest import need_real_stack
 
 NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
 
@@ -224,14 +225,7 @@ def test_cost_report_says_when_ai_turns_override(tmp_path: Path) -> None:
 def test_latency_report_of_a_real_run_plots_percentiles_over_time(tmp_path: Path) -> None:
     """A real voice run (18 turns in 30 s) used to show an empty percentiles-over-time plot:
     only 60 s windows with 20 turns or more were drawn."""
-    from real.backend import RealUnavailable, check_available
-
-    try:
-        check_available()
-    except RealUnavailable as exc:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"real stack missing under CI: {exc}")
-        pytest.skip(f"real backend not installed: {exc}")
+    need_real_stack()
     from lab.cli import main
 
     run_dir = tmp_path / "run"
@@ -253,14 +247,7 @@ def test_latency_report_shows_llm_failures_by_cause(tmp_path: Path,
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from real.backend import RealUnavailable, check_available
-
-    try:
-        check_available()
-    except RealUnavailable as exc:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"real stack missing under CI: {exc}")
-        pytest.skip(f"real backend not installed: {exc}")
+    need_real_stack()
     from lab.cli import main
 
     class Refuse(BaseHTTPRequestHandler):

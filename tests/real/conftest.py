@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from real.backend import RealUnavailable, check_available
 from real.proxy import kamailio_binary
+from tests.conftest import missing, need_real_stack
 
-
-def _strict() -> bool:
-    """CI runs must not skip: a missing component there is a failure."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _missing(message: str) -> None:
-    if _strict():
-        pytest.fail(f"real stack missing under CI: {message}")
-    pytest.skip(message)
+_missing = missing  # the shared rule: skip, or fail under CI
 
 
 @pytest.fixture
 def real_stack() -> None:
     """Kamailio, SIPp and pjsua2 are usable, or the test skips (fails when CI is set)."""
-    try:
-        check_available()
-    except RealUnavailable as exc:
-        _missing(str(exc))
+    need_real_stack()
 
 
 @pytest.fixture

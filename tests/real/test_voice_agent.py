@@ -9,7 +9,6 @@ voice-to-voice latency is the agent's stages plus the media path.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,17 +25,15 @@ from lab.speech import caller_speech, fit
 from real import plan_header
 from real.agent import VoiceAgentPool, read_records, voice_agent_available
 from real.vad import Endpointer
+from tests.conftest import missing as skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _need_voice_agent() -> None:
     missing = voice_agent_available()
-    if missing is None:
-        return
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"voice agent missing under CI: {missing}")
-    pytest.skip(missing)
+    if missing is not None:
+        skip_or_fail(missing, "voice agent")
 
 
 def _deployment(**ai: Any) -> Deployment:

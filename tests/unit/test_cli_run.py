@@ -12,6 +12,7 @@ import pytest
 
 from lab.cli import main
 from lab.results import CALL_COLUMNS, TURN_COLUMNS
+from tests.conftest import hear_ctrl_c
 
 SMALL = """
 name: small
@@ -173,9 +174,7 @@ def test_ctrl_c_keeps_finished_calls(tmp_path: Path) -> None:
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", str(exp), "--out", str(out),
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a shell without job control starts background jobs with SIGINT
-                            # ignored, and Python then keeps it so: hear Ctrl-C regardless
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=hear_ctrl_c)
     deadline = time.time() + 60
     while not (out / "experiment.resolved.yaml").exists() and time.time() < deadline:
         time.sleep(0.1)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import hear_ctrl_c
+
 LONG = """\
 name: long-parallel
 duration_s: 20000
@@ -40,8 +42,7 @@ def test_ctrl_c_keeps_every_parallel_replications_calls(tmp_path: Path, target: 
         [sys.executable, "-m", "lab.cli", "run", str(exp), "--out", str(out), "--jobs", "2",
          "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
-        # a shell without job control starts background jobs with SIGINT ignored
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=hear_ctrl_c)
     deadline = time.time() + 90
     while not (out / "experiment.resolved.yaml").exists() and time.time() < deadline:
         time.sleep(0.1)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_real_stack
+
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -66,14 +68,7 @@ def _prepared(argv: list[str], tmp: Path) -> list[str]:
 
 def _needs_real(argv: list[str]) -> None:
     if "--backend" in argv and argv[argv.index("--backend") + 1] == "real":
-        from real.backend import RealUnavailable, check_available
-
-        try:
-            check_available()
-        except RealUnavailable as exc:
-            if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-                pytest.fail(f"real stack missing under CI: {exc}")
-            pytest.skip(f"real backend not installed: {exc}")
+        need_real_stack()
 
 
 def _check_json_comment(stdout: str, comment: str) -> None:
