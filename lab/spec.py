@@ -536,6 +536,20 @@ def load_experiment(
     return validate(data, base_dir=path.parent)
 
 
+def _load_unique(text: str, path: list[str]) -> Any:
+    """``yaml.safe_load(text)``, refusing a key given twice: the text is parsed once,
+    its node tree checked, then turned into Python objects."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _unique_keys(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _unique_keys(node: yaml.Node | None, path: list[str]) -> None:
     """Refuse a key given twice in one mapping (PyYAML would silently keep the last)."""
     if isinstance(node, yaml.MappingNode):
@@ -568,8 +582,7 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
         raise SpecError("", f"{path}: cannot read the {what} file: "
                         f"{getattr(exc, 'strerror', None) or exc}") from exc
     try:
-        data = yaml.safe_load(text)
-        _unique_keys(yaml.compose(text, Loader=yaml.SafeLoader), [])
+        data = _load_unique(text, [])
     except yaml.YAMLError as exc:
         raise SpecError("", f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if data is None:
@@ -597,8 +610,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     if not all(parts):
         raise SpecError(key, "not a dotted key path")
     try:
-        value = yaml.safe_load(raw)
-        _unique_keys(yaml.compose(raw, Loader=yaml.SafeLoader), [key.strip()])
+        value = _load_unique(raw, [key.strip()])
     except yaml.YAMLError as exc:
         raise SpecError(key, f"value is not a YAML scalar: {raw!r}") from exc
     node: Any = data
