@@ -12,17 +12,26 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 from collections.abc import Iterator
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, found once (``find_library`` runs ``ldconfig``); None if not found."""
+    with contextlib.suppress(OSError):
+        name = ctypes.util.find_library("c")
+        return ctypes.CDLL(name) if name else None
+    return None
 
 
 def release() -> None:
     """Collect garbage, then give free heap memory back to the OS (glibc only)."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        name = ctypes.util.find_library("c")
-        if name:
-            ctypes.CDLL(name).malloc_trim(0)
+    with contextlib.suppress(AttributeError, TypeError):
+        if (libc := _libc()) is not None:
+            libc.malloc_trim(0)
 
 
 #: glibc's ``M_MMAP_THRESHOLD`` option, and the size from which blocks are pinned to mmap.
@@ -38,10 +47,9 @@ def large_blocks_from_the_kernel() -> None:
     leave there when freed stays resident: a 2 M-turn run peaked 50 MB higher for it.
     Setting the threshold fixes it (glibc only; elsewhere nothing happens).
     """
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        name = ctypes.util.find_library("c")
-        if name:
-            ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, MMAP_FROM_BYTES)
+    with contextlib.suppress(AttributeError, TypeError):
+        if (libc := _libc()) is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_FROM_BYTES)
 
 
 #: Collector thresholds while a simulation runs (Python's default is (700, 10, 10)).

@@ -265,9 +265,7 @@ def _collect_stopped(pool: ProcessPoolExecutor, futures: dict[Any, int],
                 continue
             try:
                 res = fut.result(timeout=max(0.0, deadline - time.monotonic()))
-            except KeyboardInterrupt:
-                raise
-            except BaseException:  # that replication is lost; counted below
+            except Exception:  # that replication is lost (said below); Ctrl-C goes on up
                 lost.append(rep)
                 continue
             if res is not None:
