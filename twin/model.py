@@ -82,9 +82,17 @@ class Twin:
         self.features = Features(self.tx, (dep.media.ptime_ms + dep.media.jitter_buffer_ms)
                                  / 1000.0)
         self.log = CallLog()
+        self._log_add = self.log.add
         self.rated: array[int] = array("q")  # call log rows of answered calls, in hang-up order
         self._invite = self.timers.invite
         self._response = self.timers.response
+        self._runs_of = self.agent.runs.of
+        self._turns = self.agent.runs.total > 0  # any AI turns in the plan at all
+        self._timer_b = self.timers.timer_b_s  # read several times a call: not a property
+        self._blank: dict[str, Any] = dict(  # a call's record before anything happened
+            call_id=0, scenario="", source_ip="", start_s=0.0, rejected_by=None,
+            setup_ms=math.nan, pdd_ms=math.nan, duration_s=0.0, turns=0, admit_s=math.nan,
+            release_s=math.nan, mos=math.nan, rtp_loss=math.nan, mouth_to_ear_ms=math.nan)
 
     # ------------------------------------------------------------------ driving
     def run(self, progress: Any = None) -> None:
@@ -132,14 +140,13 @@ class Twin:
     def _call(self, c: CallPlan) -> Proc:
         env, proxy = self.env, self.proxy
         t0 = env.now
-        runs = self.agent.runs.of(c.call_id)
-        rec: dict[str, Any] = dict(
-            call_id=c.call_id, scenario=c.scenario, source_ip=c.source_ip, start_s=t0,
-            rejected_by=None, setup_ms=math.nan, pdd_ms=math.nan, duration_s=0.0,
-            turns=sum(r.n for r in runs) if runs else 0, admit_s=math.nan,
-            release_s=math.nan, mos=math.nan,
-            rtp_loss=math.nan, mouth_to_ear_ms=math.nan,
-        )
+        runs = self._runs_of(c.call_id) if self._turns else None
+        rec = self._blank.copy()
+        rec["call_id"], rec["scenario"], rec["source_ip"], rec["start_s"] = (
+            c.call_id, c.scenario, c.source_ip, t0)
+        if runs:
+            rec["turns"] = sum(r.n for r in runs)
+        timer_b = self._timer_b
         # --- INVITE client transaction: find the first copy that reaches the proxy
         offsets = self._invite
         arrival, first = INF, len(offsets)
@@ -148,8 +155,8 @@ class Twin:
             if d is not None:
                 arrival, first = t0 + off + d, k
                 break
-        if arrival >= t0 + self.timers.timer_b_s:
-            yield t0 + self.timers.timer_b_s - env.now
+        if arrival >= t0 + timer_b:
+            yield t0 + timer_b - env.now
             self._end(rec, "failed", 408, len(offsets), env.now)
             return
         yield arrival - env.now
@@ -168,7 +175,8 @@ class Twin:
                 refused = "media.relay" if by_relay else "media.link"
             else:
                 self.media_active += 1
-        prov = self._arrive_down(f)  # 100 Trying at the caller
+        d = self._send_down()  # 100 Trying at the caller
+        prov = INF if d is None else f + d
         if refused is not None:
             rec["rejected_by"] = refused
             outcome = "blocked" if refused == Trunk.BLOCKED else "rejected"
@@ -178,7 +186,8 @@ class Twin:
         # --- the agent rings at once and answers after answer_s
         f180 = proxy.book(f)
         assert f180 is not None
-        ring = self._arrive_down(f180)
+        d = self._send_down()
+        ring = INF if d is None else f180 + d
         if ring < INF:
             rec["pdd_ms"] = (ring - t0) * 1000.0
         answered_at = f + self.answer_s
@@ -194,18 +203,18 @@ class Twin:
             # the caller talks to the agent once it hears the 200 OK
 
             def on_rx(rx: float) -> None:
-                if rx < t0 + self.timers.timer_b_s or min(prov, ring) < INF:  # answered
+                if rx < t0 + timer_b or min(prov, ring) < INF:  # answered
                     talk.converse(runs[0], rx)
         got_200 = yield from self._deliver_2xx(answered_at, ack_aside=features, on_rx=on_rx)
         tx = self._invite_copies(t0, first, min(prov, ring, got_200))
-        if got_200 >= t0 + self.timers.timer_b_s and min(prov, ring) == INF:
+        if got_200 >= t0 + timer_b and min(prov, ring) == INF:
             # no response at all before Timer B: the caller gives up; the agent's
             # channel is freed when its Timer H ends the unacknowledged 2xx
             wake = answered_at + self.timers.timer_h_s
             if wake > self.env.now:
                 yield wake - self.env.now
             self._release(rec, env.now)
-            self._end(rec, "failed", 408, tx, t0 + self.timers.timer_b_s)
+            self._end(rec, "failed", 408, tx, t0 + timer_b)
             return
         if got_200 == INF:  # every 2xx lost: Timer H at the agent, call failed
             self._release(rec, env.now)
@@ -246,15 +255,13 @@ class Twin:
         layer; each costs a worker's service, booked at its arrival time.
         """
         offsets = self._invite
-        limit = min(response_at, t0 + self.timers.timer_b_s)
+        limit = min(response_at, t0 + self._timer_b)
         n = first + 1
-        for off in offsets[first + 1 :]:
-            if t0 + off >= limit:
-                break
-            n += 1
+        while n < len(offsets) and t0 + offsets[n] < limit:  # mostly: no copy at all
             d = self._send_up()
             if d is not None:
-                self.env.start(self._absorb(t0 + off + d))
+                self.env.start(self._absorb(t0 + offsets[n] + d))
+            n += 1
         return n
 
     def _absorb(self, at: float) -> Proc:
@@ -274,6 +281,7 @@ class Twin:
         known (the caller starts talking then, whatever becomes of its ACK).
         """
         env, proxy = self.env, self.proxy
+        send_up, send_down = self._send_up, self._send_down
         first_rx = INF
         for off in self._response:
             t = sent_at + off
@@ -281,15 +289,17 @@ class Twin:
                 yield t - self.env.now
             fin = proxy.book(max(t, env.now))
             assert fin is not None
-            rx = self._arrive_down(fin)
-            if rx == INF:
+            d = send_down()
+            if d is None:
                 continue
+            rx = fin + d
             if first_rx == INF and on_rx is not None:
                 on_rx(rx)
             first_rx = min(first_rx, rx)
-            ack = self._arrive_up(rx)  # the caller ACKs each 2xx it receives
-            if ack == INF:
+            d = send_up()  # the caller ACKs each 2xx it receives
+            if d is None:
                 continue
+            ack = rx + d
             if ack_aside:
                 env.start(self._absorb(ack))
                 return first_rx
@@ -314,7 +324,7 @@ class Twin:
                 break
         tx = self._invite_copies(t0, first, min(prov, got))
         if got == INF:
-            wake = t0 + self.timers.timer_b_s
+            wake = t0 + self._timer_b
             if wake > self.env.now:
                 yield wake - self.env.now
             self._end(rec, "failed", 408, tx, env.now)
@@ -332,17 +342,11 @@ class Twin:
         The trunk channel is freed when the proxy passes the BYE on; if no copy ever
         gets there, when Timer F ends the caller's wait (the dialog is gone anyway).
         """
-        freed: list[float] = []
-
-        def release(at: float) -> None:
-            self._release(rec, at)
-            freed.append(at)
-
-        done = yield from self.tx.from_caller(sent_at, release)
+        done = yield from self.tx.from_caller(sent_at, self._release, rec)
         if done < INF:
             return done
         end = self.env.now  # Timer F
-        if not freed:
+        if math.isnan(rec["release_s"]):  # never forwarded
             self._release(rec, end)
         return end
 
@@ -354,7 +358,7 @@ class Twin:
 
     def _end(self, rec: dict[str, Any], outcome: str, code: int, tx: int, end: float) -> None:
         r = rec
-        self.log.add(r["call_id"], r["scenario"], r["source_ip"], r["start_s"], outcome, code,
+        self._log_add(r["call_id"], r["scenario"], r["source_ip"], r["start_s"], outcome, code,
                      r["rejected_by"], r["setup_ms"], r["pdd_ms"], tx, r["duration_s"],
                      r["turns"], r["mos"], end, r["admit_s"], r["release_s"], r["rtp_loss"],
                      r["mouth_to_ear_ms"])

@@ -41,6 +41,8 @@ class WorkerPool:
         self.messages = 0
         self.refused = 0
         self.waited = 0
+        if service_s > 0.0 and queue_limit is None:  # the usual proxy: no 503 on backlog
+            self.book = self._book_queued  # type: ignore[method-assign]
 
     def backlog(self, now: float) -> int:
         """Messages that arrived but have not started service at ``now``."""
@@ -72,6 +74,23 @@ class WorkerPool:
             if limit is not None:
                 self._queued.append(start)
         finish = start + service_s
+        heapreplace(free, finish)
+        starts = self._starts
+        starts.append(start)
+        if len(starts) >= BusyTime.FOLD:
+            self.flush()
+        return finish
+
+    def _book_queued(self, now: float, new_call: bool = False) -> float:
+        """:meth:`book` for a proxy that never refuses and takes time per message."""
+        self.messages += 1
+        free = self._free
+        start = free[0]
+        if start < now:
+            start = now
+        elif start > now:
+            self.waited += 1
+        finish = start + self.service_s
         heapreplace(free, finish)
         starts = self._starts
         starts.append(start)

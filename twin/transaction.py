@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
+from typing import Any
 
 from twin.environment import Environment
 from twin.network import Link
@@ -39,9 +40,10 @@ class NonInvite:
         self.far_rx = INF  # when the far end received the last transaction's request
 
     def from_caller(self, sent_at: float,
-                    on_forward: Callable[[float], None] | None = None) -> Gen:
+                    on_forward: Callable[[Any, float], None] | None = None,
+                    arg: Any = None) -> Gen:
         """Caller → proxy → agent, 200 back. Returns when the caller got the final
-        response (INF on Timer F). ``on_forward(t)`` runs once, when the proxy has
+        response (INF on Timer F). ``on_forward(arg, t)`` runs once, when the proxy has
         passed the request on (a BYE frees the trunk channel then)."""
         env, proxy = self.env, self.proxy
         forwarded = False
@@ -60,7 +62,7 @@ class NonInvite:
                 self.far_rx = fin
                 forwarded = True
                 if on_forward is not None:
-                    on_forward(fin)
+                    on_forward(arg, fin)
                 fin = proxy.book(env.now)
                 assert fin is not None
             d = self.send_down()  # the (stored) final response to this copy
