@@ -290,18 +290,16 @@ class Lanes:
         stt, llm, tts = self.pools
         if stt is not None and self._stt.first < horizon:
             at, g = self._stt.take(horizon)
-            starts = stt.book_many(at.tolist(), (self.inp.stt_ms[g] * 0.001).tolist())
-            self._stt_started(g, np.array(starts))
+            self._stt_started(g, stt.book_many(at, self.inp.stt_ms[g] * 0.001))
         if llm is not None and self._llm.first < horizon:
             at, g = self._llm.take(horizon)
             if at.size:
                 hold = self.inp.ttft_ms[g] * 0.001 + self.inp.tokens[g] / self.per_token
-                self._llm_started(g, np.array(llm.book_many(at.tolist(), hold.tolist())))
+                self._llm_started(g, llm.book_many(at, hold))
         if tts is not None and self._tts.first < horizon:
             at, g = self._tts.take(horizon)
             if at.size:
-                starts = tts.book_many(at.tolist(), (self.inp.ttfb_ms[g] * 0.001).tolist())
-                self._tts_started(g, np.array(starts))
+                self._tts_started(g, tts.book_many(at, self.inp.ttfb_ms[g] * 0.001))
         self.serving = -1
         if min(self._stt.first, self._llm.first, self._tts.first) < horizon:
             raise RuntimeError("twin.lanes: a request arrived inside a served window; "

@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections import deque
 from heapq import heapreplace
 
+import numpy as np
+from numpy.typing import NDArray
+
 from twin.monitors import BusyTime
 
 
@@ -26,6 +29,8 @@ class FcfsPool:
         self.servers = servers
         self.track_backlog = track_backlog  # only a pool that refuses on backlog needs it
         self._free = [0.0] * servers  # heap: when each server becomes free
+        self._sorted: NDArray[np.float64] | None = None  # or those times sorted (book_many)
+        self._skip = 0
         self._queued_starts: deque[float] = deque()  # start times of jobs still waiting
         self.busy = busy  # per-second busy time, when a time series is wanted
         self._busy_add = busy.add if busy is not None else None
@@ -43,6 +48,8 @@ class FcfsPool:
 
     def book(self, now: float, service_s: float) -> float:
         """Book a job arriving at ``now`` (the current simulated time); return its start."""
+        if self._sorted is not None:  # a sorted list is a heap
+            self._free, self._sorted = self._sorted.tolist(), None
         free = self._free
         start = free[0]
         if start < now:
@@ -61,16 +68,37 @@ class FcfsPool:
         self.jobs += 1
         return start
 
-    def book_many(self, arrivals: list[float], services: list[float]) -> list[float]:
-        """Book jobs in the order given (their arrival order): what :meth:`book` would
-        return for each, and the same waits and busy time, in one tight loop."""
+    def book_many(self, arrivals: NDArray[np.float64], services: NDArray[np.float64]
+                  ) -> NDArray[np.float64]:
+        """Book jobs in the order given (their arrival order): the starts :meth:`book`
+        would return for each, with the same waits and busy time.
+
+        Most windows of a pool with head-room have no job that waits; that is checked
+        over the arrays (:meth:`_none_wait`) and such jobs start on arrival without a
+        heap operation each. From the first job that would wait, the rest are booked
+        one by one on the heap, in one tight loop.
+        """
         if self.busy is not None or self.track_backlog:
             raise ValueError("book_many: only for pools without a busy series or backlog")
+        m = arrivals.size
+        if not m:
+            return np.empty(0)
+        if self._skip:  # a recent window had waits early on: go straight to the loop
+            self._skip -= 1
+            n = 0
+        else:
+            n = self._none_wait(arrivals, services)
+            if n == m:
+                return arrivals.copy()
+            if n < m // 2:
+                self._skip = self.SKIP
+        if self._sorted is not None:  # a sorted list is a heap
+            self._free, self._sorted = self._sorted.tolist(), None
         free, c = self._free, self.count_from_s
         starts: list[float] = []
         push = starts.append
         waited, busy_s = self.waited, self.busy_s
-        for now, service_s in zip(arrivals, services, strict=True):
+        for now, service_s in zip(arrivals[n:].tolist(), services[n:].tolist(), strict=True):
             start = free[0]
             if start < now:
                 start = now
@@ -83,4 +111,38 @@ class FcfsPool:
             push(start)
         self.waited, self.busy_s = waited, busy_s
         self.jobs += len(starts)
-        return starts
+        return np.concatenate((arrivals[:n], starts)) if n else np.array(starts)
+
+    #: windows booked one by one after a window whose jobs waited early on
+    SKIP = 16
+
+    def _none_wait(self, arrivals: NDArray[np.float64], services: NDArray[np.float64]
+                   ) -> int:
+        """Book the longest leading run of jobs that start on arrival; return its length.
+
+        Job ``n`` (from 0) of a run in which none waited starts on arrival iff a server
+        is free by then: iff at least ``n + 1`` of the server-free times before the run
+        and the run's finishes ``a + s`` are ``<= a[n]`` (a job's own finish and later
+        ones are later than ``a[n]`` when services are positive). Each job replaced the
+        earliest free time, all of them earlier than any finish of the run, so the
+        servers are then free at the ``c`` latest of those times.
+        """
+        if not services.min() > 0.0:
+            return 0
+        if self._sorted is None:
+            self._sorted = np.sort(np.array(self._free))
+        free = self._sorted
+        finish = arrivals + services
+        free_by = (np.searchsorted(free, arrivals, "right")
+                   + np.searchsorted(np.sort(finish), arrivals, "right"))
+        ok = free_by > np.arange(arrivals.size)
+        n = arrivals.size if ok.all() else int(ok.argmin())
+        if n:
+            merged = np.concatenate((free, finish[:n]))
+            merged.sort()
+            self._sorted = merged[-self.servers:]
+            c = self.count_from_s
+            self.busy_s += float(np.maximum(finish[:n] - np.maximum(arrivals[:n], c),
+                                            0.0).sum())
+            self.jobs += n
+        return n

@@ -37,13 +37,30 @@ def test_fcfs_pool_two_servers_exact_starts() -> None:
 
 
 def test_fcfs_pool_book_many_equals_book() -> None:
+    """Batches book exactly as one booking at a time: windows where nobody waits (booked
+    over the arrays), windows that start waiting part-way, saturated ones (the loop),
+    and single bookings taking turns with batches on one pool."""
     rng = np.random.default_rng(1)
-    arrivals = np.cumsum(rng.exponential(0.3, 500)).tolist()
-    services = rng.exponential(1.0, 500).tolist()
-    one, many = FcfsPool(3, count_from_s=20.0), FcfsPool(3, count_from_s=20.0)
-    assert [one.book(a, s) for a, s in zip(arrivals, services, strict=True)] == many.book_many(
-        arrivals, services)
-    assert (one.waited, one.jobs, one.busy_s) == (many.waited, many.jobs, many.busy_s)
+    # 12 servers, 1 s services; the load swings from 0 to 83 % and back every 200 s
+    grid = np.arange(0.0, 4000.0, 0.01)
+    rate = 5.0 * (1.0 - np.cos(2 * np.pi * grid / 200.0))
+    arrivals = grid[rng.random(grid.size) < rate * 0.01]
+    services = rng.exponential(1.0, arrivals.size)
+    one, many = FcfsPool(12, count_from_s=20.0), FcfsPool(12, count_from_s=20.0)
+    starts = [one.book(a, s) for a, s in zip(arrivals.tolist(), services.tolist(), strict=True)]
+    got: list[float] = []
+    cuts = np.cumsum(rng.integers(1, 120, 1000))
+    cuts = cuts[cuts < arrivals.size - 100]
+    for k, (lo, hi) in enumerate(zip(np.r_[0, cuts], np.r_[cuts, arrivals.size], strict=True)):
+        if k % 7 == 3:  # now and then one by one
+            got += [many.book(a, s) for a, s in zip(arrivals[lo:hi].tolist(),
+                                                    services[lo:hi].tolist(), strict=True)]
+        else:
+            got += many.book_many(arrivals[lo:hi], services[lo:hi]).tolist()
+    assert got == starts
+    assert 2000 < one.waited < arrivals.size // 2
+    assert (one.waited, one.jobs) == (many.waited, many.jobs)
+    assert many.busy_s == pytest.approx(one.busy_s, rel=1e-12)  # summed in another order
 
 
 def test_fcfs_pool_busy_counts_only_after_warm_up() -> None:
@@ -175,7 +192,7 @@ def _bye(up: list[bool], down: list[bool], service_s: float = 0.0
 def test_bye_without_loss_one_round_trip() -> None:
     tx, proxy, env = _bye([False], [False], service_s=0.001)
     forwarded: list[float] = []
-    (done,) = _run(env, tx.from_caller(0.0, forwarded.append))
+    (done,) = _run(env, tx.from_caller(0.0, list.append, forwarded))
     # up 10 ms, the BYE through a worker (1 ms), the 200 through it (1 ms), down 10 ms
     assert forwarded == [pytest.approx(0.011)] and tx.far_rx == pytest.approx(0.011)
     assert done == pytest.approx(0.022)
