@@ -363,12 +363,20 @@ class MediaPath:
             mos = np.full(z.size, math.nan)
         else:
             name, plc = self.codec.emodel_name, self.media.plc
-            keys = np.stack([_round(delay_ms, 1), _round(np.clip(p_loss, 0.0, 1.0), 5),
-                             _round(np.maximum(burst, 1e-6), 3)], axis=1)
-            uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-            rated = np.array([_rate_rounded(name, plc, d, p, b)[1]
-                              for d, p, b in uniq.tolist()], dtype=float)
-            mos = rated[inverse.reshape(-1)] if len(uniq) else np.empty(0)
+            keys = (_round(delay_ms, 1), _round(np.clip(p_loss, 0.0, 1.0), 5),
+                    _round(np.maximum(burst, 1e-6), 3))
+            # the distinct (delay, loss, burst) triples, each rated once: a 1-D unique of
+            # each column, their codes combined into one integer (a row-wise unique of
+            # the three columns sorts rows, ten times slower on 200,000 calls)
+            code = np.zeros(z.size, dtype=np.int64)
+            for k in keys:
+                values, inverse = np.unique(k, return_inverse=True)
+                code = code * values.size + inverse.reshape(-1)
+            _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+            rated = np.array([_rate_rounded(name, plc, d, p, b)[1] for d, p, b in zip(
+                keys[0][first].tolist(), keys[1][first].tolist(), keys[2][first].tolist(),
+                strict=True)], dtype=float)
+            mos = rated[inverse.reshape(-1)] if first.size else np.empty(0)
         return {"MOS": mos, "loss": p_loss, "delay_ms": delay_ms}
 
     def _fast(self, n: int, rng: np.random.Generator | None = None,

@@ -30,3 +30,11 @@ def test_one_replication_uses_wilson_on_the_counts() -> None:
     got = mean_ci95([0.14], successes=14, trials=100)
     ci = stats.binomtest(14, 100).proportion_ci(0.95, method="wilson")
     assert got["ci95"] == [float(ci.low), float(ci.high)]
+
+
+def test_the_normal_quantile_is_scipys() -> None:
+    from scipy.special import ndtri
+
+    from lab.results import Z975
+
+    assert Z975 == float(ndtri(0.975)) == stats.norm.ppf(0.975)
