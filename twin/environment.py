@@ -117,7 +117,7 @@ class Environment(simpy.Environment):
             delay = next(proc)
         except StopIteration:
             return
-        self._push((self._now + delay, next(self._order), proc))
+        self._push((self.now + delay, next(self._order), proc))
 
     @property
     def events(self) -> int:
@@ -126,6 +126,7 @@ class Environment(simpy.Environment):
 
     def schedule(self, event: simpy.Event, priority: int = NORMAL, delay: float = 0) -> None:
         self.scheduled += 1
+        self._now = self.now  # the calendar's loop moves only ``now``
         super().schedule(event, priority, delay)  # type: ignore[arg-type]
 
     def peek(self) -> float:
@@ -172,27 +173,32 @@ class Environment(simpy.Environment):
                     self._simpy_step()
                     continue
                 cur, pos, key = self._cur, self._pos, self._cur_key
-                while pos < len(cur):  # walk the bucket while SimPy has nothing earlier
-                    t, _, proc = cur[pos]
-                    if queue and queue[0][0] <= t:
-                        break
-                    pos += 1
+                try:
+                    while pos < len(cur):  # walk the bucket while SimPy has nothing earlier
+                        t, _, proc = cur[pos]
+                        if queue and queue[0][0] <= t:
+                            break
+                        pos += 1
+                        # self._pos may lag behind pos here: a process starting another
+                        # one inserts it after everything due by now, past pos either way
+                        self.now = t  # SimPy's _now follows in schedule()
+                        waits += 1
+                        try:
+                            delay = proc.send(t)
+                        except StopIteration:
+                            continue
+                        due = t + delay
+                        k = int(due * per_s)
+                        if k <= key:
+                            insort(cur, (due, next(order), proc), pos)
+                        elif (bucket := buckets.get(k)) is None:
+                            buckets[k] = [(due, next(order), proc)]
+                            heappush(keys, k)
+                        else:
+                            bucket.append((due, next(order), proc))
+                finally:
                     self._pos = pos
-                    self._now = self.now = t
-                    waits += 1
-                    try:
-                        delay = proc.send(t)
-                    except StopIteration:
-                        continue
-                    due = t + delay
-                    k = int(due * per_s)
-                    if k <= key:
-                        insort(cur, (due, next(order), proc), pos)
-                    elif (bucket := buckets.get(k)) is None:
-                        buckets[k] = [(due, next(order), proc)]
-                        heappush(keys, k)
-                    else:
-                        bucket.append((due, next(order), proc))
+                    self._now = self.now
                 if pos < len(cur):
                     self._simpy_step()
         finally:

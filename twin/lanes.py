@@ -87,16 +87,16 @@ class _Lane:
     def take(self, horizon: float) -> tuple[Floats, Ints]:
         """The requests arriving before ``horizon``, in arrival order: (arrivals, turns)."""
         at, order, g = self._arrays()
-        due = at < horizon
+        idx = np.lexsort((order, at))  # all of them in arrival order; the due ones lead
+        at = at[idx]
+        n = int(np.searchsorted(at, horizon))  # at[:n] < horizon <= at[n:]
         self.first = INF
-        if not due.all():
-            keep = ~due
-            kept = at[keep]
-            self.chunks.append((kept, order[keep], g[keep]))
-            self.first = float(kept.min())
-            at, order, g = at[due], order[due], g[due]
-        idx = np.lexsort((order, at))
-        return at[idx], g[idx]
+        if n < at.size:
+            rest = idx[n:]
+            self.chunks.append((at[n:], order[rest], g[rest]))
+            self.first = float(at[n])
+            return at[:n], g[idx[:n]]
+        return at, g[idx]
 
 
 class _Buckets:
@@ -133,9 +133,17 @@ class _Buckets:
             self._bucket(lo).add(at, order, g)
             return
         idx = np.argsort(c, kind="stable")
-        cs = c[idx]
-        for seg in np.split(idx, np.flatnonzero(np.diff(cs)) + 1):
-            self._bucket(int(c[seg[0]])).add(at[seg], order[seg], g[seg])
+        cs, at, order, g = c[idx], at[idx], order[idx], g[idx]
+        cut = np.flatnonzero(np.diff(cs)) + 1
+        starts = np.concatenate(([0], cut))
+        ends = np.concatenate((cut, [cs.size])).tolist()
+        lows = np.minimum.reduceat(at, starts).tolist()
+        for k, lo, hi, first in zip(cs[starts].tolist(), starts.tolist(), ends, lows,
+                                    strict=True):
+            lane = self._bucket(k)  # each bucket's run of the sorted arrays: views
+            lane.chunks.append((at[lo:hi], order[lo:hi], g[lo:hi]))
+            if first < lane.first:
+                lane.first = first
 
     def take(self, horizon: float) -> tuple[Floats, Ints]:
         """The requests arriving before ``horizon``, in arrival order: (arrivals, turns)."""
@@ -198,10 +206,16 @@ class Lanes:
         self._order += 1
         if self.pools[0] is None:
             self._stt_started(np.array([g0], dtype=np.int64), np.array([asked]))
-        else:
-            self._stt.add_one(asked, order, g0)
+            if self.serving < 0:
+                self._reschedule()
+            return
+        self._stt.add_one(asked, order, g0)
         if self.serving < 0:
-            self._reschedule()
+            # the scheduled window is the earliest of every pending request's, so only
+            # this one can bring it forward (what _reschedule finds, without the scan)
+            k = int(asked * self._per_window)
+            if k < self.next_window:
+                self._schedule(k)
 
     def _begin(self, g: Ints, t: Floats) -> tuple[Ints, Floats] | None:
         """Turns ``g`` start: their callers start speaking at ``t``; STT requests follow.

@@ -197,7 +197,7 @@ class Twin:
         for s in c.script:
             if type(s) not in _TALK:
                 features = True
-        talk = _Talk(self, c, rec) if runs or features else None
+        talk = _Talk(self, c, rec, runs or ()) if runs or features else None
         on_rx = None
         if talk is not None and runs and runs[0].first == 0:
             # the caller talks to the agent once it hears the 200 OK
@@ -373,10 +373,11 @@ class _Talk:
     hears the 200 OK, while its ACK may still be on the way).
     """
 
-    __slots__ = ("c", "ended", "got_200", "handed", "next", "rec", "twin", "tx")
+    __slots__ = ("c", "ended", "got_200", "handed", "next", "rec", "runs", "twin", "tx")
 
-    def __init__(self, twin: Twin, c: CallPlan, rec: dict[str, Any]) -> None:
-        self.twin, self.c, self.rec = twin, c, rec
+    def __init__(self, twin: Twin, c: CallPlan, rec: dict[str, Any],
+                 runs: Sequence[Block]) -> None:
+        self.twin, self.c, self.rec, self.runs = twin, c, rec, runs
         self.tx = 0
         self.got_200 = INF
         self.handed: int | None = None  # script item of the run handed to the agent
@@ -408,7 +409,9 @@ class _Talk:
         while pos < len(script):
             step = script[pos]
             if type(step) is Turns or type(step) is Turn:
-                run = next(r for r in twin.agent.runs.of(c.call_id) or () if r.first == pos)
+                run = self.runs[0]  # mostly the only one
+                if run.first != pos:
+                    run = next(r for r in self.runs if r.first == pos)
                 if self.handed != pos:
                     self.converse(run, max(t, env.now))
                 if self.ended is None:  # the conversation goes on: resume when it ends

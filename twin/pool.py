@@ -83,7 +83,9 @@ class FcfsPool:
         m = arrivals.size
         if not m:
             return np.empty(0)
-        if self._skip:  # a recent window had waits early on: go straight to the loop
+        if m < self.BATCH_MIN:  # the array check costs more than it saves
+            n = 0
+        elif self._skip:  # a recent window had waits early on: go straight to the loop
             self._skip -= 1
             n = 0
         else:
@@ -115,6 +117,8 @@ class FcfsPool:
 
     #: windows booked one by one after a window whose jobs waited early on
     SKIP = 16
+    #: fewer jobs than this are booked one by one (numpy's per-call cost)
+    BATCH_MIN = 48
 
     def _none_wait(self, arrivals: NDArray[np.float64], services: NDArray[np.float64]
                    ) -> int:

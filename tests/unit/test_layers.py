@@ -49,7 +49,7 @@ def test_fcfs_pool_book_many_equals_book() -> None:
     one, many = FcfsPool(12, count_from_s=20.0), FcfsPool(12, count_from_s=20.0)
     starts = [one.book(a, s) for a, s in zip(arrivals.tolist(), services.tolist(), strict=True)]
     got: list[float] = []
-    cuts = np.cumsum(rng.integers(1, 120, 1000))
+    cuts = np.cumsum(rng.integers(1, 400, 1000))
     cuts = cuts[cuts < arrivals.size - 100]
     for k, (lo, hi) in enumerate(zip(np.r_[0, cuts], np.r_[cuts, arrivals.size], strict=True)):
         if k % 7 == 3:  # now and then one by one
