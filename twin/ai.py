@@ -57,8 +57,8 @@ from twin.pool import FcfsPool
 from twin.turns import TurnInputs, TurnRuns
 
 STAGES = ("stt", "llm", "tts")
-#: Shortest caller utterance for which the lanes serve requests (their window is the
-#: shortest utterance: no request can arrive sooner than that after it is known).
+#: Shortest lookahead for which the lanes serve requests (their window is the shortest
+#: time from a turn's start to its STT request: none arrives sooner after it is known).
 MIN_LOOKAHEAD_S = 1e-3
 
 

@@ -22,10 +22,12 @@ arithmetic over the whole batch, the same operations as one turn at a time.
 That is exact -- the same bookings in the same order as a process per conversation
 (:meth:`twin.ai.Pipeline._converse`; a test compares the two) -- as long as no STT
 request becomes known at or after ``k·L`` and still arrives before ``(k + 1)·L``. The
-window length ``L`` is the shortest caller utterance of the plan: a turn's STT request
-becomes known when its call is answered or its previous turn's reply is booked, and
-arrives after the caller has spoken (:attr:`twin.ai.TurnInputs.lookahead_s`). A request
-submitted before the next scheduled window brings that window forward.
+window length ``L`` is the shortest time a turn of the plan takes from its start to its
+STT request -- the caller's utterance, the audio's way to the agent and the VAD's
+end-of-turn wait: a turn's STT request becomes known when its call is answered or its
+previous turn's reply is booked, and arrives that much later at the earliest
+(:attr:`twin.ai.TurnInputs.lookahead_s`). A request submitted before the next scheduled
+window brings that window forward.
 """
 
 from __future__ import annotations

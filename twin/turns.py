@@ -185,7 +185,6 @@ class TurnInputs:
         self.caller_s, self.agent_s, self.barge_s = _speech(plan, runs)
         n = self.n = self.caller_s.size
         ai, ptime_s = dep.ai, dep.media.ptime_ms / 1000.0
-        self.lookahead_s = float(self.caller_s.min()) if n else math.inf
         self.vad_ms = ai.vad_ms.sample(streams.rng("ai.vad"), n)
         self.stt_ms = ai.stt.latency_ms.sample(streams.rng("ai.stt"), n)
         self.ttft_ms = ai.llm.ttft_ms.sample(streams.rng("ai.llm.ttft"), n)
@@ -193,3 +192,8 @@ class TurnInputs:
         self.ttfb_ms = ai.tts.ttfb_ms.sample(streams.rng("ai.tts"), n)
         self.up_s = Link(dep.network, streams.rng("media.up")).media_array(n, ptime_s)
         self.down_s = Link(dep.network, streams.rng("media.down")).media_array(n, ptime_s)
+        # no STT request arrives sooner after it becomes known than its caller takes to
+        # speak, the audio to reach the agent and the VAD to end the turn; less a
+        # microsecond, far more than the rounding of the sums that time the requests
+        self.lookahead_s = (float((self.caller_s + self.up_s + self.vad_ms * 0.001).min())
+                            - 1e-6) if n else math.inf
