@@ -55,8 +55,10 @@ class CallLog:
     """
 
     #: Rows kept as tuples before they go into the columns, a chunk at a time: one list
-    #: append per call in the event loop instead of one per column.
-    CHUNK = 4096
+    #: append per call in the event loop instead of one per column. A small chunk is
+    #: moved while its values are still in the cache: at 4,096 rows the move was a
+    #: cache miss per value, 0.30 s of a 200,000-call hour; at 256, 0.18 s.
+    CHUNK = 256
 
     def __init__(self) -> None:
         self.cols: list[array[float] | array[int] | list[str | None]] = [
