@@ -89,16 +89,16 @@ class _Lane:
     def take(self, horizon: float) -> tuple[Floats, Ints]:
         """The requests arriving before ``horizon``, in arrival order: (arrivals, turns)."""
         at, order, g = self._arrays()
-        idx = np.lexsort((order, at))  # all of them in arrival order; the due ones lead
-        at = at[idx]
-        n = int(np.searchsorted(at, horizon))  # at[:n] < horizon <= at[n:]
+        due = at < horizon
         self.first = INF
-        if n < at.size:
-            rest = idx[n:]
-            self.chunks.append((at[n:], order[rest], g[rest]))
-            self.first = float(at[n])
-            return at[:n], g[idx[:n]]
-        return at, g[idx]
+        if not due.all():
+            keep = ~due
+            kept = at[keep]
+            self.chunks.append((kept, order[keep], g[keep]))
+            self.first = float(kept.min())
+            at, order, g = at[due], order[due], g[due]
+        idx = np.lexsort((order, at))
+        return at[idx], g[idx]
 
 
 class _Buckets:
