@@ -416,8 +416,8 @@ def _write(exp: Experiment, backend_name: str, reps: dict[int, Replication], out
     turns = R.conform(R._joined(turn_frames), TURN_SCHEMA)
     del frames, turn_frames
     missing = (calls["outcome"] == "answered") & calls["mos"].isna()
-    if missing.any():  # a backend that measured no MOS for a call
-        calls.loc[missing, "mos"] = call_mos(exp)
+    if missing.any():  # a backend that measured no MOS for a call (a new column: a
+        calls["mos"] = calls["mos"].mask(missing, call_mos(exp))  # worker's may be read-only)
     costs = call_costs(calls, turns, pricebook, exp.deployment.ai.llm.tokens.mean)
     calls["cost_usd"] = costs["cost_usd"].to_numpy()
     ts_all = pd.concat(series, ignore_index=True) if series else pd.DataFrame(
