@@ -59,7 +59,9 @@ def conform(df: pd.DataFrame | None, schema: pa.Schema) -> pd.DataFrame:
         if f.name in df.columns:
             col = df[f.name]
             if dtype == np.dtype(object):
-                out[f.name] = col.to_numpy(dtype=object, na_value=None)
+                # pandas' own string columns are kept (no round trip through objects)
+                out[f.name] = (col.array if isinstance(col.dtype, pd.StringDtype)
+                               else col.to_numpy(dtype=object, na_value=None))
             else:
                 out[f.name] = col.to_numpy(dtype=dtype, copy=False)
         elif pa.types.is_floating(f.type):
@@ -77,8 +79,14 @@ def arrow_table(df: pd.DataFrame | None, schema: pa.Schema) -> pa.Table:
     """``df`` as an Arrow table of ``schema``: NaN and None are nulls; numeric columns
     are shared with ``df``, not copied."""
     df = conform(df, schema)
-    arrays = [pa.array(df[f.name].to_numpy(), type=f.type, from_pandas=True) for f in schema]
+    arrays = [pa.array(_values(df[f.name]), type=f.type, from_pandas=True) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _values(col: pd.Series) -> Any:
+    """A column's values for Arrow: a pandas string column as it is (Arrow-backed ones
+    are handed over without a copy), any other as a NumPy array."""
+    return col.array if isinstance(col.dtype, pd.StringDtype) else col.to_numpy()
 
 
 def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
