@@ -25,6 +25,9 @@ into buckets of :data:`BUCKET_S` simulated seconds, unsorted; a bucket is sorted
 the clock reaches it. With ten thousand calls in progress a binary heap of their
 wake-ups is deep and scattered in memory, and popping it was a fifth of the twin's time;
 appending to a bucket and walking a sorted one is cheaper, and yields the same order.
+A process whose next wake-up is due before anything else (a worker's 0.2 ms service
+with nothing else due meanwhile) goes on at once, without a trip through the calendar:
+the same order, the same times, one wake-up counted.
 
 Example
 -------
@@ -181,21 +184,27 @@ class Environment(simpy.Environment):
                         pos += 1
                         # self._pos may lag behind pos here: a process starting another
                         # one inserts it after everything due by now, past pos either way
-                        self.now = t  # SimPy's _now follows in schedule()
-                        waits += 1
-                        try:
-                            delay = proc.send(t)
-                        except StopIteration:
-                            continue
-                        due = t + delay
-                        k = int(due * per_s)
-                        if k <= key:
-                            insort(cur, (due, next(order), proc), pos)
-                        elif (bucket := buckets.get(k)) is None:
-                            buckets[k] = [(due, next(order), proc)]
-                            heappush(keys, k)
-                        else:
-                            bucket.append((due, next(order), proc))
+                        while True:
+                            self.now = t  # SimPy's _now follows in schedule()
+                            waits += 1
+                            try:
+                                delay = proc.send(t)
+                            except StopIteration:
+                                break
+                            due = t + delay
+                            k = int(due * per_s)
+                            if k <= key:
+                                if ((pos == len(cur) or due < cur[pos][0])
+                                        and not (queue and queue[0][0] <= due)):
+                                    t = due  # nothing else is due before it: go on at once
+                                    continue
+                                insort(cur, (due, next(order), proc), pos)
+                            elif (bucket := buckets.get(k)) is None:
+                                buckets[k] = [(due, next(order), proc)]
+                                heappush(keys, k)
+                            else:
+                                bucket.append((due, next(order), proc))
+                            break
                 finally:
                     self._pos = pos
                     self._now = self.now

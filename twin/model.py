@@ -47,8 +47,6 @@ from twin.trunk import Trunk
 from twin.turns import Block
 
 INF = math.inf
-#: Calls starting within this many seconds of each other are started together.
-ARRIVAL_WINDOW_S = 1.0
 _TALK = frozenset((Talk, Turn, Turns))  # script steps that send no SIP message
 
 
@@ -110,27 +108,17 @@ class Twin:
             self.rate_media()
 
     def _arrivals(self, plan: Iterable[CallPlan], progress: Any) -> Proc:
-        """Start the calls, a window of arrivals at a time.
-
-        A call's first step touches nothing shared -- it draws its INVITE's network
-        delay and waits for the proxy -- so every call starting within
-        :data:`ARRIVAL_WINDOW_S` of a wake-up is started then, from its own start
-        time; this process wakes once a window instead of once a call.
-        """
         env = self.env
         process = env.start
         call = self._call
         next_tick = 0.0
-        horizon = -INF
         for c in plan:
-            if c.start_s >= horizon:
-                if c.start_s > env.now:
-                    yield c.start_s - env.now
-                horizon = env.now + ARRIVAL_WINDOW_S
-                if progress is not None and env.now >= next_tick:
-                    progress(env.now)
-                    next_tick = env.now + 60.0
+            if c.start_s > env.now:
+                yield c.start_s - env.now
             process(call(c))
+            if progress is not None and env.now >= next_tick:
+                progress(env.now)
+                next_tick = env.now + 60.0
 
     def rate_media(self) -> None:
         """Each answered call's voice quality, in hang-up order, into the call log.
@@ -151,7 +139,7 @@ class Twin:
     # ------------------------------------------------------------------ one call
     def _call(self, c: CallPlan) -> Proc:
         env, proxy = self.env, self.proxy
-        t0 = c.start_s  # may lie ahead of the clock: see _arrivals
+        t0 = env.now
         runs = self._runs_of(c.call_id) if self._turns else None
         rec = self._blank.copy()
         rec["call_id"], rec["scenario"], rec["source_ip"], rec["start_s"] = (
