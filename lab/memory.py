@@ -26,9 +26,11 @@ def _libc() -> ctypes.CDLL | None:
     return None
 
 
-def release() -> None:
-    """Collect garbage, then give free heap memory back to the OS (glibc only)."""
-    gc.collect()
+def release(collect: bool = True) -> None:
+    """Collect garbage (unless not ``collect``), then give free heap memory back to the
+    OS (glibc only)."""
+    if collect:
+        gc.collect()
     with contextlib.suppress(AttributeError, TypeError):
         if (libc := _libc()) is not None:
             libc.malloc_trim(0)

@@ -187,6 +187,10 @@ def source_addresses(cidr: str, count: int) -> list[str]:
     return out
 
 
+#: The slots of CallPlan's fields, and Talk's, set directly by Plan.__iter__.
+_SLOT_SETTERS = tuple(getattr(CallPlan, f).__set__
+                      for f in ("call_id", "start_s", "scenario", "source_ip", "script"))
+_TALK_HOLD = vars(Talk)["hold_s"].__set__
 TALK, TURNS, SCRIPT, SILENT = 0, 1, 2, 3  # Plan.kind: how a call's script is kept
 
 
@@ -256,11 +260,30 @@ class Plan(Sequence[CallPlan]):
         # lists, not numpy scalars, per call: the same values, cheaper to read
         kind, hold, tables = self.kind.tolist(), self.hold_s.tolist(), self.tables
         table, lo, hi = self.table.tolist(), self.turn_lo.tolist(), self.turn_hi.tolist()
+        # The records are frozen: their __init__ sets each field through
+        # object.__setattr__, a third of a signalling call's planning cost. Filled
+        # through their slots instead, they are the same objects (equal, same hash,
+        # still frozen), made in half the time.
+        new = object.__new__
+        set_id, set_start, set_scen, set_ip, set_script = _SLOT_SETTERS
+        set_hold = _TALK_HOLD
         for i in range(len(self)):
             k = kind[i]
-            script = ((Talk(hold[i]),) if k == TALK else
-                      (Turns(tables[table[i]], lo[i], hi[i]),) if k == TURNS else self.script(i))
-            yield CallPlan(i, start[i], names[scen[i]], ips[src[i]], script)
+            if k == TALK:
+                talk = new(Talk)
+                set_hold(talk, hold[i])
+                script: tuple[Step | Turns, ...] = (talk,)
+            elif k == TURNS:
+                script = (Turns(tables[table[i]], lo[i], hi[i]),)
+            else:
+                script = self.script(i)
+            c = new(CallPlan)
+            set_id(c, i)
+            set_start(c, start[i])
+            set_scen(c, names[scen[i]])
+            set_ip(c, ips[src[i]])
+            set_script(c, script)
+            yield c
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Plan):

@@ -89,6 +89,12 @@ def _values(col: pd.Series) -> Any:
     return col.array if isinstance(col.dtype, pd.StringDtype) else col.to_numpy()
 
 
+def _rejected_by(calls: pd.DataFrame, layer: str) -> int:
+    """Calls rejected by ``layer`` or one of its parts (``layer.part``)."""
+    by = calls["rejected_by"].dropna()  # most calls were not rejected at all
+    return int(by.astype(str).str.startswith(layer).sum())
+
+
 def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
     if not frames:
         return None
@@ -290,8 +296,7 @@ def summarize(calls: pd.DataFrame, turns: pd.DataFrame, *, backend: str, warmup_
         "ai": ai_summary(tcount, run.get("ai", {}), float(run.get("ai_horizon_s", 0.0)),
                          llm_errors(turns, warmup_s)),
         "security": {"attack_requests": 0, "attack_blocked": 0,
-                     "legit_rejected": int(counted["rejected_by"].fillna("").str.startswith(
-                         "security").sum())},
+                     "legit_rejected": _rejected_by(counted, "security")},
         "cost": {},
         "run": {"wall_s": wall, "sim_s": float(run.get("sim_s", 0.0)), "events": events,
                 "events_per_s": events / wall if wall > 0 else None},

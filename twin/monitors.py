@@ -106,12 +106,22 @@ class CallLog:
         assert isinstance(col, array)
         return np.frombuffer(col, dtype=np.dtype(col.typecode))
 
-    def frame(self) -> pd.DataFrame:
-        """The calls as a DataFrame; numeric columns are views of the log (no copy)."""
+    def frame(self, by_call_id: bool = False) -> pd.DataFrame:
+        """The calls as a DataFrame; numeric columns are views of the log (no copy).
+
+        ``by_call_id`` puts the rows (logged as calls end) in call id order, column by
+        column before the frame exists (cheaper than sorting the frame).
+        """
+        order = None
+        if by_call_id and len(self):
+            ids = self.column("call_id")
+            if (ids[1:] < ids[:-1]).any():
+                order = np.argsort(ids, kind="stable")
         out = {}
         for name, col in zip(CALL_FIELDS, self.cols, strict=True):
-            out[name] = (np.frombuffer(col, dtype=np.dtype(col.typecode)) if isinstance(
+            values = (np.frombuffer(col, dtype=np.dtype(col.typecode)) if isinstance(
                 col, array) else np.array(col, dtype=object))
+            out[name] = values if order is None else values[order]
         return pd.DataFrame(out, copy=False)
 
 

@@ -86,6 +86,38 @@ def test_columnar_plan_equals_a_list_of_calls(name: str) -> None:
                                       check_exact=True)
 
 
+@pytest.mark.parametrize("name", ["voice-agent", "features", "contact-centre"])
+def test_iterated_calls_are_the_records_their_constructors_make(name: str) -> None:
+    """Plan.__iter__ fills the frozen records through their slots (for speed): each must
+    equal, hash like and stay as frozen as the one CallPlan(...) / Talk(...) build."""
+    import dataclasses
+
+    from lab.plan import CallPlan, Talk, Turns
+
+    exp, base = CASES[name]
+    plan = make_plan(exp.model_copy(update={"replications": 1}), 0, base)
+    iterated = list(plan)
+    assert len(iterated) == len(plan) > 0
+    kinds = set()
+    for c in iterated:
+        built = CallPlan(c.call_id, c.start_s, c.scenario, c.source_ip, tuple(
+            Talk(s.hold_s) if type(s) is Talk else s for s in c.script))
+        assert c == built and c == plan[c.call_id]
+        if not any(type(s) is Turns for s in c.script):  # a Turns block is not hashable
+            assert hash(c) == hash(built)
+        assert type(c) is CallPlan and all(type(s) in (Talk, Turns) or dataclasses.is_dataclass(s)
+                                           for s in c.script)
+        kinds.update(type(s) for s in c.script)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            c.start_s = 0.0  # type: ignore[misc]
+    assert kinds  # the experiment's calls carry scripts
+    talks = [s for c in iterated for s in c.script if type(s) is Talk]
+    for s in talks[:50]:
+        assert s == Talk(s.hold_s) and hash(s) == hash(Talk(s.hold_s))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            s.hold_s = 1.0  # type: ignore[misc]
+
+
 def test_z95_is_scipys_normal_quantile() -> None:
     assert stats.norm.ppf(0.95) == Z95
 
