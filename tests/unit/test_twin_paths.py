@@ -98,11 +98,17 @@ def test_iterated_calls_are_the_records_their_constructors_make(name: str) -> No
     plan = make_plan(exp.model_copy(update={"replications": 1}), 0, base)
     iterated = list(plan)
     assert len(iterated) == len(plan) > 0
+    for cls in (CallPlan, Talk, Turns):  # nothing but the fields in their __init__s
+        assert not hasattr(cls, "__post_init__")
     kinds = set()
     for c in iterated:
         built = CallPlan(c.call_id, c.start_s, c.scenario, c.source_ip, tuple(
             Talk(s.hold_s) if type(s) is Talk else s for s in c.script))
         assert c == built and c == plan[c.call_id]
+        for s in c.script:
+            if type(s) is Turns:  # compared by identity (eq=False): by what it holds
+                assert len(s) == s.stop - s.start > 0
+                assert s.columns() == Turns(s.table, s.start, s.stop).columns()
         if not any(type(s) is Turns for s in c.script):  # a Turns block is not hashable
             assert hash(c) == hash(built)
         assert type(c) is CallPlan and all(type(s) in (Talk, Turns) or dataclasses.is_dataclass(s)
