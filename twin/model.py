@@ -275,8 +275,9 @@ class Twin:
                      ) -> Generator[float, None, float]:
         """The agent's 200 OK, retransmitted until the ACK arrives; when the caller got it.
 
-        ``ack_aside`` books the ACK's pass through the proxy from a side process, for
-        calls whose next step (a feature) may act before the ACK reaches the proxy.
+        ``ack_aside`` returns as soon as the caller has a 2xx and leaves its ACK (and the
+        agent's retransmissions while ACKs are lost) to a side process, for calls whose
+        next step (a feature) may act before the ACK reaches the proxy.
         ``on_rx(t)`` learns when the caller first received a 2xx, as soon as that is
         known (the caller starts talking then, whatever becomes of its ACK).
         """
@@ -296,13 +297,16 @@ class Twin:
             if first_rx == INF and on_rx is not None:
                 on_rx(rx)
             first_rx = min(first_rx, rx)
+            if ack_aside:
+                # the caller goes on as soon as it has the 2xx, whatever becomes of its
+                # ACK: the ACK, and the agent's retransmissions while ACKs are lost,
+                # run aside (the caller's next step does not wait for them)
+                env.start(self._ack_aside(sent_at, off, rx))
+                return first_rx
             d = send_up()  # the caller ACKs each 2xx it receives
             if d is None:
                 continue
             ack = rx + d
-            if ack_aside:
-                env.start(self._absorb(ack))
-                return first_rx
             if ack > self.env.now:
                 yield ack - self.env.now
             proxy.book(max(ack, env.now))
@@ -311,6 +315,36 @@ class Twin:
         if wake > self.env.now:
             yield wake - self.env.now
         return first_rx
+
+    def _ack_aside(self, sent_at: float, off: float, rx: float) -> Proc:
+        """The caller's ACK of the 2xx (sent at ``sent_at + off``) it received at ``rx``.
+
+        While the ACKs are lost the agent goes on retransmitting its 2xx (the rest of the
+        Timer G schedule, until Timer H) and the caller ACKs each copy it receives; the
+        first ACK to arrive crosses the proxy and ends the retransmissions."""
+        env, proxy = self.env, self.proxy
+        later = iter([o for o in self._response if o > off])
+        while True:
+            d = self._send_up()
+            if d is not None:
+                ack = rx + d
+                if ack > env.now:
+                    yield ack - env.now
+                proxy.book(max(ack, env.now))
+                return
+            while True:  # the next retransmitted 2xx that reaches the caller
+                nxt = next(later, None)
+                if nxt is None:
+                    return  # Timer H: the agent stops retransmitting
+                t = sent_at + nxt
+                if t > env.now:
+                    yield t - env.now
+                fin = proxy.book(max(t, env.now))
+                assert fin is not None
+                d = self._send_down()
+                if d is not None:
+                    rx = fin + d
+                    break
 
     def _final_failure(self, rec: dict[str, Any], t0: float, sent_at: float, first: int,
                        code: int, outcome: str, prov: float = INF) -> Proc:
