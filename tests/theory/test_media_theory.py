@@ -5,7 +5,6 @@ Seeded, so each check is deterministic; tolerances are several standard errors.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -81,21 +80,35 @@ def test_adaptive_buffer_settles_at_d_plus_4v() -> None:
 
 
 def test_rfc3550_jitter_estimator_by_hand() -> None:
-    """The estimator itself, packet by packet, against RFC 3550's recurrence in exact
-    rational arithmetic: J = J + (|D(i-1, i)| - J) / 16, from J = 0. (The mean jitter of a
-    long call barely depends on the gain; the first packets do.)"""
-    from fractions import Fraction
+    """The estimator against a sequence worked by hand from RFC 3550 section 6.4.1 (and
+    A.8), in RTP timestamp units of an 8 kHz clock, 160 per 20 ms packet.
 
+    Transit of packet i: arrival R_i minus RTP timestamp S_i; D = transit_i - transit_(i-1);
+    J_i = J_(i-1) + (|D| - J_(i-1)) / 16 from J_0 = 0. A gain of 1/8 makes J_1 = 2, D
+    without abs makes J_2 = -1/16, starting from the first |D| makes J_1 = 16: each fails.
+
+    ====  ====  =======  =====  ===================================================
+    S     R     transit  D      J
+    ====  ====  =======  =====  ===================================================
+    0     1000  1000
+    160   1176  1016     +16    0 + (16 - 0)/16                 = 1
+    320   1320  1000     -16    1 + (16 - 1)/16                 = 31/16 = 1.9375
+    480   1512  1032     +32    31/16 + (32 - 31/16)/16         = 977/256
+    640   1640  1000     -32    977/256 + (32 - 977/256)/16     = 22847/4096
+    800   1768  968      -32    22847/4096 + (32 - ...)/16      = 473777/65536
+    960   1928  968      0      473777/65536 · 15/16            = 7106655/1048576
+    ====  ====  =======  =====  ===================================================
+    """
     from twin.media import rfc3550_jitter
 
-    transit_ms = [100, 116, 100, 130, 130, 90, 95]
-    want, j = [], Fraction(0)
-    for a, b in itertools.pairwise(transit_ms):
-        j += (abs(Fraction(b - a)) - j) / 16
-        want.append(float(j))
-    assert want[:2] == [1.0, 1.9375]  # 16/16, then 1 + 15/16
-    got = rfc3550_jitter(np.array(transit_ms, dtype=float) / 1000.0) * 1000.0
-    assert got.tolist() == pytest.approx(want, rel=1e-12, abs=1e-12)
+    rtp_ts = np.array([0, 160, 320, 480, 640, 800, 960])
+    arrival_ts = np.array([1000, 1176, 1320, 1512, 1640, 1768, 1928])
+    want = [1.0, 1.9375, 3.81640625, 5.577880859375, 7.2292633056640625,
+            7106655 / 1048576]
+    assert want[2:] == [977 / 256, 22847 / 4096, 473777 / 65536, 6.777434349060059]
+    transit_s = (arrival_ts - rtp_ts) / 8000.0  # the twin's unit: seconds
+    got = rfc3550_jitter(transit_s) * 8000.0
+    assert got.tolist() == pytest.approx(want, rel=1e-12)
 
 
 def test_rfc3550_jitter_of_normal_delays() -> None:

@@ -89,6 +89,9 @@ def test_round_trip_error_is_within_half_a_step(law: str) -> None:
 
 
 def test_matches_audioop_where_it_still_exists() -> None:
+    """Bit-exact with CPython's audioop over every sample and code. An extra check only:
+    skipping it (Python >= 3.13, even under CI) loses no coverage, since the G.711
+    tables below check the same 65,536 samples and 256 codes without audioop."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         audioop = pytest.importorskip("audioop")
@@ -161,57 +164,141 @@ def test_frames_of_20ms() -> None:
 
 
 # --- an oracle from the G.711 tables themselves (no audioop: it left Python in 3.13) ------
+#
+# Each row is one segment of the positive half of ITU-T G.711 Table 2a (μ-law, 14-bit
+# scale, overload 8159) or Table 1a (A-law, 13-bit scale, overload 4096), copied from the
+# standard, not computed: (upper end of the segment, its quantisation interval, the first
+# and the last decoded value in it). 16 intervals per segment; each decodes to its middle.
+# μ-law's first interval, centred on 0, is [-1, 1) on paper: half of it each polarity.
+ULAW_TABLE = (  # end, step, first y, last y
+    (31, 2, 0, 30),
+    (95, 4, 33, 93),
+    (223, 8, 99, 219),
+    (479, 16, 231, 471),
+    (991, 32, 495, 975),
+    (2015, 64, 1023, 1983),
+    (4063, 128, 2079, 3999),
+    (8159, 256, 4191, 8031),
+)
+ALAW_TABLE = (
+    (32, 2, 1, 31),
+    (64, 2, 33, 63),
+    (128, 4, 66, 126),
+    (256, 8, 132, 252),
+    (512, 16, 264, 504),
+    (1024, 32, 528, 1008),
+    (2048, 64, 1056, 2016),
+    (4096, 128, 2112, 4032),
+)
 
 
-def _ulaw_level14(code: int) -> int:
-    """μ-law decoder of ITU-T G.711 Table 2a: 14-bit decoded value of one code. Chord s
-    starts at decision value 2^(s+5) - 33 (0, 31, 95, ..., 4063), has 16 steps of
-    2^(s+1), and decodes to each step's middle; the code is the bit-inverted byte."""
-    b = ~code & 0xFF
-    s, q = (b >> 4) & 7, b & 0xF
-    level = (2 ** (s + 5) - 33) + 2 ** (s + 1) * q + 2**s
-    return -level if b & 0x80 else level
+def _intervals(table: tuple[tuple[int, int, int, int], ...], start: int
+               ) -> list[tuple[int, int, int, int, int]]:
+    """(segment 0..7, interval 0..15, lower decision value, upper, decoded value) of the
+    128 positive intervals of a table whose first segment starts at ``start``."""
+    out, lo = [], start
+    for s, (end, step, first, _last) in enumerate(table):
+        out += [(s, q, lo + q * step, lo + (q + 1) * step, first + q * step)
+                for q in range(16)]
+        lo = end
+    return out
 
 
-def _alaw_level13(code: int) -> int:
-    """A-law decoder of ITU-T G.711 Table 1a: 13-bit decoded value of one code. Chords 0
-    and 1 step by 2 from 0 and 32, chord s >= 2 by 2^s from 2^(s+4); each step decodes
-    to its middle; even bits are inverted (XOR 0x55) and sign 1 is positive."""
-    b = code ^ 0x55
-    s, q = (b >> 4) & 7, b & 0xF
-    base, step = (0, 2) if s == 0 else (2 ** (s + 4), 2**s)
-    level = base + step * q + step // 2
-    return level if b & 0x80 else -level
+def _ulaw_byte(positive: bool, s: int, q: int) -> int:
+    """μ-law character signal: polarity bit 1 for positive, then the segment and the
+    interval number with all seven of their bits inverted."""
+    return (0x80 if positive else 0) | (7 - s) << 4 | (15 - q)
 
 
-def _ulaw_code(x: int) -> int:
-    """μ-law encoder: the 14-bit sample (x >> 2) falls in one decision interval."""
-    m = x >> 2
-    sign, mag = (0x80, -m) if m < 0 else (0, m)
-    for s in range(8):
-        top = 2 ** (s + 6) - 33  # the chord's upper decision value
-        if mag < top or s == 7:
-            q = min(15, max(0, (mag - (2 ** (s + 5) - 33)) // 2 ** (s + 1)))
-            return ~(sign | s << 4 | q) & 0xFF
-    raise AssertionError
+def _alaw_byte(positive: bool, s: int, q: int) -> int:
+    """A-law character signal: polarity bit 1 for positive, segment, interval; then the
+    even bits (2, 4, 6, 8 counting the polarity bit as 1) inverted."""
+    return ((0x80 if positive else 0) | s << 4 | q) ^ 0b0101_0101
 
 
-def _alaw_code(x: int) -> int:
-    """A-law encoder: the 13-bit magnitude (one's complement for negatives) in its interval."""
-    sign, mag = (0x80, x >> 3) if x >= 0 else (0, (-x - 1) >> 3)
-    for s in range(8):
-        base, step = (0, 2) if s == 0 else (2 ** (s + 4), 2**s)
-        if mag < base + 16 * step or s == 7:
-            return (sign | s << 4 | min(15, (mag - base) // step)) ^ 0x55
-    raise AssertionError
+ULAW = _intervals(ULAW_TABLE, -1)
+ALAW = _intervals(ALAW_TABLE, 0)
 
 
-def test_decoders_match_the_g711_tables() -> None:
-    assert ulaw_decode(CODES).tolist() == [4 * _ulaw_level14(c) for c in range(256)]
-    assert alaw_decode(CODES).tolist() == [8 * _alaw_level13(c) for c in range(256)]
+def test_the_transcribed_tables_span_the_standard_ranges() -> None:
+    """The literal rows are G.711's: 128 intervals a polarity, from 0 to the overload
+    point, and spot values of the printed tables (μ-law 2a, A-law 1a)."""
+    for table, start in ((ULAW_TABLE, -1), (ALAW_TABLE, 0)):
+        lo = start
+        for end, step, first, last in table:  # each row self-consistent: a typo fails
+            assert lo + 16 * step == end
+            assert (first, last) == (lo + step // 2, end - step // 2)
+            lo = end
+    assert len(ULAW) == len(ALAW) == 128
+    assert ULAW[0][2:] == (-1, 1, 0) and ULAW[-1][2:] == (7903, 8159, 8031)
+    assert ALAW[0][2:] == (0, 2, 1) and ALAW[-1][2:] == (3968, 4096, 4032)
+    assert ULAW[16][2:] == (31, 35, 33) and ALAW[32][2:] == (64, 68, 66)
 
 
-def test_encoders_match_the_g711_decision_intervals() -> None:
-    samples = ALL16.tolist()
-    assert ulaw_encode(ALL16).tolist() == [_ulaw_code(x) for x in samples]
-    assert alaw_encode(ALL16).tolist() == [_alaw_code(x) for x in samples]
+def test_decoders_give_every_reconstruction_value_of_the_tables() -> None:
+    """All 256 code words of each law decode to the table's value (μ-law ×4, A-law ×8
+    to 16 bits), with each law's bit inversion: a wrong segment base, step, half-step,
+    polarity or inversion mask moves at least one of them."""
+    want_u: dict[int, int] = {}
+    want_a: dict[int, int] = {}
+    for s, q, _lo, _hi, y in ULAW:
+        want_u[_ulaw_byte(True, s, q)], want_u[_ulaw_byte(False, s, q)] = 4 * y, -4 * y
+    for s, q, _lo, _hi, y in ALAW:
+        want_a[_alaw_byte(True, s, q)], want_a[_alaw_byte(False, s, q)] = 8 * y, -8 * y
+    assert sorted(want_u) == sorted(want_a) == list(range(256))  # a bijection
+    assert ulaw_decode(CODES).tolist() == [want_u[c] for c in range(256)]
+    assert alaw_decode(CODES).tolist() == [want_a[c] for c in range(256)]
+
+
+def _encoder_table(law: str) -> tuple[dict[int, int], list[tuple[int, int, int]]]:
+    """The code of every 16-bit sample, filled interval by interval from the table, and
+    (first sample, its code, the code of the sample one nearer zero) at every interior
+    decision value of both polarities.
+
+    A 16-bit sample is first truncated toward −∞ to the law's linear resolution (an
+    arithmetic shift by 2 for μ-law, by 3 for A-law, as the reference g711.c and audioop
+    do), and a value on a decision value belongs to the interval above it. So on the
+    16-bit scale a positive decision value d begins at 4d (μ-law) / 8d (A-law); a negative
+    one at -(4d - 3) for μ-law (-1..-4 all truncate to 14-bit -1) and at -(8d + 1) for
+    A-law (which takes the one's complement: -1..-8 are its "negative zero" interval).
+    Magnitudes past the last decision value go to the top interval (overload).
+    """
+    if law == "ulaw":
+        table, byte, k = ULAW, _ulaw_byte, 4
+        pos_start = [max(k * lo, 0) for *_, lo, _hi, _y in table]
+        neg_start = [max(k * lo - 3, 1) for *_, lo, _hi, _y in table]  # magnitude
+    else:
+        table, byte, k = ALAW, _alaw_byte, 8
+        pos_start = [k * lo for *_, lo, _hi, _y in table]
+        neg_start = [k * lo + 1 for *_, lo, _hi, _y in table]
+    code: dict[int, int] = {}
+    edges: list[tuple[int, int]] = []
+    for i, (s, q, *_rest) in enumerate(table):
+        top_p = pos_start[i + 1] - 1 if i + 1 < len(table) else 32767
+        top_n = neg_start[i + 1] - 1 if i + 1 < len(table) else 32768
+        for x in range(pos_start[i], top_p + 1):
+            code[x] = byte(True, s, q)
+        for m in range(neg_start[i], top_n + 1):
+            code[-m] = byte(False, s, q)
+        if i > 0:
+            edges += [(pos_start[i], byte(True, s, q)), (-neg_start[i], byte(False, s, q))]
+    # one sample nearer zero lies in the interval below (for μ-law's -1 that is +0: the
+    # negative half of the zero interval holds no 16-bit sample)
+    return code, [(x, c, code[x - (1 if x > 0 else -1)]) for x, c in edges]
+
+
+@pytest.mark.parametrize("law", ["ulaw", "alaw"])
+def test_encoders_follow_the_decision_values_of_the_tables(law: str) -> None:
+    """Encoding against the tables' decision intervals, not audioop: both sides of each of
+    the 127 interior decision values of each polarity, then every one of the 65,536
+    samples. An interval edge off by one sample, a wrong bias or segment end, the
+    negative half's truncation, or the clip at overload fails."""
+    encode = ulaw_encode if law == "ulaw" else alaw_encode
+    code, edges = _encoder_table(law)
+    assert sorted(code) == ALL16.tolist()  # every sample in exactly one interval
+    assert len(edges) == 2 * 127
+    at = np.array([x for x, _, _ in edges])
+    nearer_zero = at - np.sign(at)
+    assert encode(at).tolist() == [c for _, c, _ in edges]
+    assert encode(nearer_zero).tolist() == [c for _, _, c in edges]
+    assert encode(ALL16).tolist() == [code[x] for x in ALL16.tolist()]
