@@ -116,7 +116,8 @@ def _ppid(pid: int) -> int:
 
 def assert_kept(before: list[dict], tables: dict[str, pd.DataFrame]) -> None:
     """Every call finished before the stop is in calls.parquet as it was journalled,
-    with its two turns and its MESSAGE step."""
+    with its two turns and its MESSAGE step -- which succeeded (the voice agent answers
+    MESSAGE with 200), in a loopback time."""
     calls = tables["calls"].set_index("call_id")
     for rec in before:
         assert calls.loc[rec["call_id"], "outcome"] == rec["outcome"]
@@ -127,6 +128,9 @@ def assert_kept(before: list[dict], tables: dict[str, pd.DataFrame]) -> None:
         assert sorted(turns[turns.call_id == cid].turn) == [0, 1], turns
         assert steps[steps.call_id == cid].kind.tolist() == ["message"], steps
     assert (turns[turns.call_id.isin(done)].voice_to_voice_ms.notna()).all()
+    kept = steps[steps.call_id.isin(done)]
+    assert kept.ok.all(), kept  # a MESSAGE that got no 200 is recorded as not ok
+    assert kept.duration_ms.between(0.0, 500.0).all(), kept  # MESSAGE -> 200 on loopback
 
 
 def test_ctrl_c_keeps_the_finished_calls_turns_and_steps(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,9 @@ def empty_turns() -> pd.DataFrame:
 
 
 def test_parts_sum_to_voice_to_voice_on_the_twin() -> None:
+    """The twin's parts account for every millisecond of voice-to-voice (``other`` = 0:
+    the heard time and the parts agree), and ``network_ms`` -- drawn, not a remainder --
+    is what the experiment's path gives; the waterfall's columns add up."""
     exp = latency.load("voice-agent", duration_s=400, replications=1)
     data = latency.simulate(exp)
     turns = data.counted_turns
@@ -41,6 +45,13 @@ def test_parts_sum_to_voice_to_voice_on_the_twin() -> None:
     split = latency.parts(turns)
     np.testing.assert_allclose(split.sum(axis=1), turns["voice_to_voice_ms"], atol=1e-6)
     assert split["other"].abs().max() < 1e-6  # the twin attributes every millisecond
+    # voice-agent.yaml's path, each way: 30 ms ± 5 (normal) plus one 20 ms packet, whose
+    # audio comes a packet later when it is lost (0.5 %); then the 40 ms jitter buffer
+    net = turns["network_ms"]
+    per_way = 0.995 * (30 + 20) + 0.005 * (30 + 20 + 20)
+    sd_way = math.sqrt(0.995 * 5.0**2 + 0.995 * 0.005 * 20.0**2)
+    assert net.mean() == pytest.approx(2 * per_way + 40, abs=4 * sd_way * math.sqrt(2 / len(net)))
+    assert net.std() == pytest.approx(math.sqrt(2) * sd_way, rel=0.15)
     table = latency.waterfall(turns)
     assert list(table.index) == list(latency.PARTS)  # no "other" row on the twin
     assert table["mean_ms"].sum() == pytest.approx(turns["voice_to_voice_ms"].mean())
@@ -94,12 +105,15 @@ def test_slo_attainment_arithmetic() -> None:
     # replication 0: 2 of 4 within; replication 1: 3 of 4 (the NaN turn is not counted)
     assert att["fraction"] == pytest.approx((0.5 + 0.75) / 2)
     assert (att["turns"], att["within"], att["replications"]) == (8, 5, 2)
-    lo, hi = att["ci95"]
-    assert 0.0 <= lo < att["fraction"] < hi <= 1.0  # t with 1 d.o.f. is wide: clipped
+    # t with 1 d.o.f.: sem = |0.75 - 0.5| / 2 = 0.125, half-width 12.706 · 0.125 = 1.588,
+    # so 0.625 ± 1.588 is clipped to [0, 1] on both sides
+    assert att["ci95"] == [0.0, 1.0]
     assert latency.slo_attainment(turns, 1600)["fraction"] == pytest.approx((0.75 + 0.75) / 2)
     one = latency.slo_attainment(turns[turns["replication"] == 0], 1500)
     assert one["fraction"] == 0.5 and one["replications"] == 1
-    assert one["ci95"][0] < 0.5 < one["ci95"][1]  # Wilson on 4 turns
+    # Wilson on 2 of 4 turns, z = 1.96: centre 0.5, half-width
+    # z / (2 (4 + z²)) · sqrt(4 · 4 · 0.25 + z²) = 0.124974 · 2.800260 = 0.349961
+    assert one["ci95"] == pytest.approx([0.150039, 0.849961], abs=2e-6)
     with pytest.raises(SpecError, match="slo_ms"):
         latency.slo_attainment(turns, 0)
 
