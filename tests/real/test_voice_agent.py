@@ -124,6 +124,9 @@ def test_agent_listens_replies_ivr_and_message(tmp_path: Path,
         # loose bounds: on a loaded 2-core CI machine the caller's media thread was seen
         # 283 ms late; the sum just below is the sharp check
         assert -30 < up_ms < 400 and 0 <= down_ms < 300, (up_ms, down_ms)
+        # Not an identity: up and down come from the stamps, so this holds the agent's
+        # own reply start (t_reply_start - t_last_speech) to its endpointing plus its
+        # logged stages, and the caller's v2v to its own speech-end and onset stamps
         known = rec["vad_ms"] + stages + up_ms + down_ms
         assert ev["v2v_ms"] == pytest.approx(known, abs=40), (ev, rec)
     (prompt,) = pool.records("prompt")
