@@ -1,71 +1,67 @@
 """The trunk alone is an M/G/c/c loss system: its blocking is Erlang B.
 
-With no network delay and no proxy service time a call holds a channel for
-exactly its hold time, so seeded replications of the twin must put the analytic
-Erlang B value inside their 95 % confidence interval — for exponential holds
-and, by the insensitivity of Erlang B, for any hold distribution with the same mean.
+With no network delay and no proxy service time a call holds a channel for exactly its
+hold time, so the twin's blocking must match the analytic Erlang B value -- for
+exponential holds and, by the insensitivity of Erlang B, for any hold distribution with
+the same mean.
+
+The runs are sized by the precision they reach (:mod:`tests.theory.precision`):
+replications of a few hundred thousand calls each, cut into batches thousands of holds
+long, are added until the 99 % Student-t half-width of the blocking is at most 1 % of
+Erlang B. Each case must reach that target and put Erlang B inside its interval, so a
+modelling error that moves blocking by 2-3 % fails it (a hold 1.7 % too long moves B by
+the number of idle channels, ``c - A(1 - B)``, times 1.7 %: 5 % at 10 channels and 8 E).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from lab.erlang import erlang_b
 from lab.plan import make_plan
-from lab.results import mean_ci95
 from tests.conftest import experiment
-from twin.backend import run_replication
+from tests.theory.precision import Estimate, LossSystem, run_until_precise
 
 HOLD_S = 20.0
-REPLICATIONS = 10
-CALLS_PER_REPLICATION = 4000
+EXPONENTIAL = {"dist": "exponential", "mean": HOLD_S}
 
 
-def blocking_ci(channels: int, erlangs: float, hold: dict | float, warmup_s: float = 200.0
-                ) -> dict:
-    from lab.dists import Dist
-
-    mean_hold = Dist.parse(hold).mean
-    duration_s = max(20000.0, CALLS_PER_REPLICATION * mean_hold / erlangs)
-    exp = experiment(
-        duration_s=duration_s, warmup_s=warmup_s, replications=REPLICATIONS, seed=11,
-        load={"arrivals": {"kind": "poisson", "rate_cps": erlangs / mean_hold}},
-        scenarios={"talk": {"hold_s": hold}},
-        deployment={"trunk": {"channels": channels}},
-    )
-    per_rep = []
-    for rep in range(REPLICATIONS):
-        calls = run_replication(exp, rep, make_plan(exp, rep)).calls
-        counted = calls[calls.start_s >= warmup_s]
-        per_rep.append(float((counted.outcome == "blocked").mean()))
-    res = mean_ci95(per_rep)
-    # The analytic value must sit in a 99 % interval: with seven cases checked, a
-    # 95 % interval would miss by chance about one seed in three.
-    sem = float(np.std(per_rep, ddof=1) / np.sqrt(len(per_rep)))
-    half = float(stats.t.ppf(0.995, len(per_rep) - 1)) * sem
-    res["ci99"] = [res["mean"] - half, res["mean"] + half]
-    return res
+def blocking(system: LossSystem) -> Estimate:
+    """The twin's blocking of ``system``, run until the half-width target is reached."""
+    est = run_until_precise(system, {"blocking": erlang_b(system.channels, system.erlangs)},
+                            max_replications=60)["blocking"]
+    print(est)
+    return est
 
 
-@pytest.mark.parametrize(("channels", "erlangs"), [(1, 0.5), (5, 3.0), (10, 8.0), (30, 28.0)])
+@pytest.mark.slow
+@pytest.mark.parametrize(("channels", "erlangs"), [
+    (1, 0.5),     # one channel, light load: B = 1/3
+    (5, 3.0),     # light load, 0.6 E a channel: B = 11 %
+    (10, 8.0),    # B = 12 %
+    (20, 20.0),   # full load on a larger group: B = 16 %
+    (10, 15.0),   # overload, 1.5 E a channel: B = 41 %
+])
 def test_exponential_hold_matches_erlang_b(channels: int, erlangs: float) -> None:
-    res = blocking_ci(channels, erlangs, {"dist": "exponential", "mean": HOLD_S})
-    lo, hi = res["ci99"]
-    assert lo <= erlang_b(channels, erlangs) <= hi, res
-    assert hi - lo < 0.06  # the interval is tight enough to mean something
+    """Blocking within a 99 % interval whose half-width is at most 1 % of Erlang B."""
+    est = blocking(LossSystem(channels, erlangs, EXPONENTIAL))
+    assert est.precise, str(est)
+    assert est.covers, str(est)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hold", [
     HOLD_S,                                                     # deterministic
     {"dist": "lognormal", "median": 14.0, "p95": 50.0},         # heavy-ish tail
     {"dist": "uniform", "loc": 0.0, "scale": 2 * HOLD_S},       # any scipy.stats name
-])
+], ids=["deterministic", "lognormal", "uniform"])
 def test_insensitivity_to_hold_distribution(hold: dict | float) -> None:
-    res = blocking_ci(10, 8.0, hold)
-    lo, hi = res["ci99"]
-    assert lo <= erlang_b(10, 8.0) <= hi, res  # 8 Erlangs offered whatever the mean
+    """Erlang B depends on the hold only through its mean: 10 E offered to 10 channels
+    (whatever the mean) blocks B(10, 10) = 21.5 %, to 1 % of B at 99 %."""
+    est = blocking(LossSystem(10, 10.0, hold))
+    assert est.precise, str(est)
+    assert est.covers, str(est)
 
 
 def test_littles_law_on_active_calls() -> None:
