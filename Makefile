@@ -5,6 +5,7 @@
 #   make lint    ruff + mypy
 #   make demo    capacity report -> reports/capacity.html
 #   make bench   twin benchmarks
+#   make mutation  mutation testing of the twin's core and lab.erlang/lab.emodel (docs/mutation.md)
 #   make lab     JupyterLab on notebooks/
 #   make clean   run outputs, caches and build artefacts (keeps .venv)
 
@@ -15,7 +16,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
 .DEFAULT_GOAL := test
-.PHONY: setup demo test lint bench lab clean
+.PHONY: setup demo test lint bench lab clean mutation
 
 setup: $(STAMP)
 
@@ -41,10 +42,15 @@ bench: setup
 	$(BIN)/python bench/bench_media.py
 	$(BIN)/python bench/bench_agent.py
 
+# Incremental: verdicts are kept in mutants/ (git-ignored); `make mutation ARGS=--fresh`
+# starts anew, ARGS=--report only prints the stored verdicts. One worker (2 shared cores).
+mutation: setup
+	$(BIN)/python scripts/mutation.py $(ARGS)
+
 lab: setup
 	cd notebooks && ../$(BIN)/jupyter lab
 
 clean:
-	rm -rf runs/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf runs/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis mutants/
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
 		-type d -print -exec rm -rf {} +
