@@ -326,11 +326,8 @@ class Twin:
         later = iter([o for o in self._response if o > off])
         while True:
             d = self._send_up()
-            if d is not None:
-                ack = rx + d
-                if ack > env.now:
-                    yield ack - env.now
-                proxy.book(max(ack, env.now))
+            if d is not None:  # this ACK arrives: it crosses the proxy like any copy
+                yield from self._absorb(rx + d)
                 return
             while True:  # the next retransmitted 2xx that reaches the caller
                 nxt = next(later, None)
