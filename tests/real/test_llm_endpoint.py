@@ -149,7 +149,11 @@ class ChildEnvirons:
     def _loop(self) -> None:
         while not self._stop.is_set():
             for pid, _start in descendants(os.getpid()):
-                if pid in self.seen:
+                # A child caught between fork and exec still shows this process's command
+                # line and environment: read it again whenever its command line changes,
+                # so what is kept is what the exec'd program got.
+                cmd = cmdline(pid)
+                if not cmd or (pid in self.seen and self.seen[pid][0] == cmd):
                     continue
                 try:
                     raw = Path(f"/proc/{pid}/environ").read_bytes()
@@ -157,7 +161,7 @@ class ChildEnvirons:
                     continue
                 env = dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0")
                            if "=" in kv)
-                self.seen[pid] = (cmdline(pid), env)
+                self.seen[pid] = (cmd, env)  # cmd read first: a later exec is seen next time
             self._stop.wait(0.05)
 
     def __enter__(self) -> ChildEnvirons:
