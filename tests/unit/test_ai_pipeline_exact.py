@@ -166,6 +166,57 @@ def test_capped_provider_slots_are_fcfs_pools() -> None:
     assert all(v == [0, 1, 2] for v in per_call)  # each call's three turns, in order
 
 
+def test_busy_slot_seconds_count_from_the_warm_up() -> None:
+    """A capped provider's busy time counts only what it served after ``warmup_s``: a
+    slot held across the warm-up's end counts its part after it (the utilisation in
+    ``summary.json`` is that busy time over the counted stretch)."""
+    warmup = 61.3  # not a turn boundary: some LLM slot is held across it
+    exp = experiment(duration_s=200, warmup_s=warmup,
+                     load={"arrivals": {"kind": "poisson", "rate_cps": 0.8}},
+                     scenarios={"talk": {"turns": 3, "caller_speech_s": 2,
+                                         "agent_speech_s": 3}},
+                     deployment={"trunk": {"channels": 1000}, "ai": {
+                         "vad_ms": 100, "stt": {"latency_ms": 200},
+                         "llm": {"ttft_ms": 300, "tokens": 40, "tokens_per_s": 80,
+                                 "concurrency": 2},
+                         "tts": {"ttfb_ms": 50}}})
+    res = run_replication(exp, 0, make_plan(exp))
+    t = res.turns
+    start = (t.start_s + UP + VAD + STT + t.llm_wait_ms / 1e3).to_numpy()
+    after = np.clip(start + HOLD - warmup, 0.0, HOLD)
+    assert 0.0 < after[(start < warmup) & (start + HOLD > warmup)].sum()  # one straddles
+    usage = res.usage["llm"]
+    assert usage["servers"] == 2
+    assert usage["busy_s"] == pytest.approx(float(after.sum()), rel=1e-9)
+    assert usage["busy_s"] < len(t) * HOLD - 10.0  # the warm-up's 60 s are left out
+
+
+def test_a_run_cut_short_keeps_exactly_the_turns_that_ran() -> None:
+    """Stopped half-way (as Ctrl-C stops it), the turn table holds the turns that ran and
+    nothing else, each exactly as the whole run records it."""
+    import pandas as pd
+
+    from twin.model import Twin
+
+    exp = experiment(duration_s=100, load={"arrivals": {"kind": "poisson", "rate_cps": 0.5}},
+                     scenarios={"talk": {"turns": 3, "caller_speech_s": 2,
+                                         "agent_speech_s": 3}},
+                     deployment={"trunk": {"channels": 1000}, "ai": {
+                         "vad_ms": 100, "stt": {"latency_ms": 200},
+                         "llm": {"ttft_ms": 300, "tokens": 40, "tokens_per_s": 80},
+                         "tts": {"ttfb_ms": 50}}})
+    whole = Twin(exp, 0, make_plan(exp, 0))
+    whole.run(None)
+    cut = Twin(exp, 0, make_plan(exp, 0))
+    cut.env.start(cut._arrivals(cut.plan, None))
+    cut.env.run(until=50.0)
+    full = pd.DataFrame(whole.agent.frame_columns()).set_index(["call_id", "turn"])
+    part = pd.DataFrame(cut.agent.frame_columns()).set_index(["call_id", "turn"])
+    assert 0 < len(part) == int(cut.agent.done.sum()) < len(cut.agent.done) == len(full)
+    assert part.voice_to_voice_ms.notna().all()
+    pd.testing.assert_frame_equal(part, full.loc[part.index])
+
+
 def test_uncapped_providers_report_no_slots_and_no_busy_time() -> None:
     res = run({"llm": {"rate_limit_rpm": 1e9}}, duration_s=60, rate=0.2)
     n = len(res.turns)

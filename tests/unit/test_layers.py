@@ -240,6 +240,22 @@ def test_reliable_transport_sends_once() -> None:
     assert done == pytest.approx(TCP_FIRST_RTO_S + 0.02)
 
 
+@pytest.mark.parametrize("side", ["caller", "agent"])
+def test_reliable_transport_recovers_losses_in_both_directions(side: str) -> None:
+    """Over TCP a lost segment is resent by TCP after its RTO (0.2 s, then 0.4 s), in
+    either direction: the transaction never loses a message and never retransmits it."""
+    env = Environment()
+    proxy = WorkerPool(workers=1, service_s=0.0, queue_limit=None, busy=BusyTime())
+    timers = Timers(t1_s=0.5, t2_s=4.0, reliable=True)
+    # the caller -> agent link is clean; agent -> caller loses twice, then delivers
+    tx = NonInvite(env, proxy, _link([False], delay_ms=10.0),
+                   _link([True, True, False], delay_ms=10.0), timers, reliable=True)
+    gen = tx.from_caller(0.0) if side == "caller" else tx.from_agent(0.0)
+    (done,) = _run(env, gen)
+    assert timers.non_invite == [0.0]
+    assert done == pytest.approx(TCP_FIRST_RTO_S * 3 + 0.02)
+
+
 # --------------------------------------------------------------------------- environment
 def test_calendar_and_simpy_share_one_clock() -> None:
     env = Environment(bucket_s=0.3)
