@@ -241,6 +241,23 @@ def test_packet_level_adaptive_buffer_is_algorithm_1(loss: float, seed: int) -> 
     assert sum(late) > 0  # the case exercises late discards
 
 
+@pytest.mark.parametrize("rx", [
+    list(range(120, 250)),         # the first two intervals lost whole: no estimate yet
+    [3, *range(160, 250)],         # one packet early, then three intervals with only it
+], ids=["late-start", "lone-first"])
+def test_adaptive_buffer_resets_with_no_packet_since_the_start(rx: list[int]) -> None:
+    """An interval re-sets its playout point from the last packet received before it;
+    with none received yet it keeps the first packet's delay plus the buffer."""
+    path = MediaPath(Media(jitter_buffer="adaptive", jitter_buffer_ms=10.0, ptime_ms=20),
+                     Network(delay_ms=50.0, jitter_ms=15.0))
+    n, per = 250, round(ADAPT_INTERVAL_S / 0.02)
+    d_rx = np.maximum(0.05 + 0.015 * np.random.default_rng(3).standard_normal(len(rx)), 0.0)
+    got = path._adaptive_playout(n, np.asarray(rx, dtype=np.intp), d_rx)
+    want = ramjee_playout(d_rx.tolist(), rx, n, per, 0.01)
+    assert got.tolist() == pytest.approx(want, rel=1e-12)
+    assert len(set(want[:per])) == 1 and want[0] == pytest.approx(d_rx[0] + 0.01)
+
+
 def test_every_packet_lost() -> None:
     path = MediaPath(Media(jitter_buffer_ms=40.0), Network(delay_ms=30.0, loss=1.0))
     q = path.quality(1.0, np.random.default_rng(0), method="packets")
