@@ -62,6 +62,7 @@ class Estimate:
     batches: int
     replications: int
     target: float = TARGET  #: the largest half-width allowed, a fraction of ``analytic``
+    controls: tuple[str, ...] = ()  #: control variates the estimate was corrected by
 
     @property
     def lo(self) -> float:
@@ -90,7 +91,8 @@ class Estimate:
         return (f"{self.name}: {self.mean:.6g} ± {self.half:.3g} "
                 f"({100 * self.relative_half:.2f} % of analytic {self.analytic:.6g}, target "
                 f"{100 * self.target:.3g} %; {self.batches} batches, "
-                f"{self.replications} replications)")
+                f"{self.replications} replications"
+                + (f"; controls {', '.join(self.controls)}" if self.controls else "") + ")")
 
 
 def interval(batch_means: Floats, level: float = LEVEL) -> tuple[float, float]:
@@ -100,6 +102,27 @@ def interval(batch_means: Floats, level: float = LEVEL) -> tuple[float, float]:
         return float(v.mean()) if v.size else math.nan, math.inf
     t = float(stats.t.ppf(0.5 + level / 2, v.size - 1))
     return float(v.mean()), t * float(v.std(ddof=1)) / math.sqrt(v.size)
+
+
+def controlled_interval(y: Floats, xs: list[Floats], known: list[float],
+                        level: float = LEVEL) -> tuple[float, float]:
+    """Mean and half-width of ``y`` corrected by control variates (Lavenberg & Welch
+    1981; Law & Kelton sec. 11.3): ``xs`` are batch means of quantities whose
+    expectations ``known`` are known exactly. ``y`` is regressed on ``x - known``; the
+    intercept is the controlled estimate, its standard error from the regression,
+    Student t with ``n - q - 1`` degrees of freedom for ``q`` controls."""
+    y = np.asarray(y, dtype=float)
+    n, q = y.size, len(xs)
+    if n < q + 3:
+        return (float(y.mean()) if n else math.nan), math.inf
+    design = np.column_stack([np.ones(n)] + [np.asarray(x, dtype=float) - k
+                                             for x, k in zip(xs, known, strict=True)])
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    resid = y - design @ beta
+    s2 = float(resid @ resid) / (n - q - 1)
+    se = math.sqrt(s2 * float(np.linalg.inv(design.T @ design)[0, 0]))
+    t = float(stats.t.ppf(0.5 + level / 2, n - q - 1))
+    return float(beta[0]), t * se
 
 
 def batch_sums(times: ArrayLike, values: ArrayLike, start_s: float, stop_s: float,
@@ -126,16 +149,29 @@ def batch_means(times: ArrayLike, values: ArrayLike, start_s: float, stop_s: flo
     return sums / counts
 
 
+#: Control variates per estimate: its name -> the names of the estimates it is
+#: corrected by (whose expectations are their analytic values, known exactly).
+Controls = Mapping[str, tuple[str, ...]]
+
+
 def estimates(analytic: Mapping[str, float], means: Mapping[str, list[Floats]],
-              replications: int, targets: Mapping[str, float] | None = None
-              ) -> dict[str, Estimate]:
-    """The interval of each named estimate from its replications' batch means."""
+              replications: int, targets: Mapping[str, float] | None = None,
+              controls: Controls | None = None) -> dict[str, Estimate]:
+    """The interval of each named estimate from its replications' batch means
+    (corrected by its control variates, if ``controls`` names any)."""
+    def joined(name: str) -> Floats:
+        return np.concatenate(means[name]) if means[name] else np.empty(0)
+
     out = {}
     for name, value in analytic.items():
-        v = np.concatenate(means[name]) if means[name] else np.empty(0)
-        m, h = interval(v)
+        v = joined(name)
+        cs = tuple((controls or {}).get(name, ()))
+        if cs:
+            m, h = controlled_interval(v, [joined(c) for c in cs], [analytic[c] for c in cs])
+        else:
+            m, h = interval(v)
         out[name] = Estimate(name, value, m, h, int(v.size), replications,
-                             (targets or {}).get(name, TARGET))
+                             (targets or {}).get(name, TARGET), cs)
     return out
 
 
@@ -149,7 +185,8 @@ def _needed(est: Mapping[str, Estimate]) -> float:
 
 def run_until_precise(work: Work, analytic: Mapping[str, float], *, min_replications: int = 3,
                       max_replications: int = 200, jobs: int | None = None,
-                      targets: Mapping[str, float] | None = None) -> dict[str, Estimate]:
+                      targets: Mapping[str, float] | None = None,
+                      controls: Controls | None = None) -> dict[str, Estimate]:
     """Run replications 0, 1, 2, ... of ``work`` until every estimate's half-width is
     within its target (:data:`TARGET` unless ``targets`` says otherwise) of its analytic
     value, or ``max_replications`` ran.
@@ -162,14 +199,14 @@ def run_until_precise(work: Work, analytic: Mapping[str, float], *, min_replicat
     jobs = jobs or min(2, os.cpu_count() or 1)
     means: dict[str, list[Floats]] = {name: [] for name in analytic}
     done = 0
-    est = estimates(analytic, means, 0, targets)
+    est = estimates(analytic, means, 0, targets, controls)
 
     def take(result: dict[str, Floats]) -> None:
         nonlocal done, est
         for name in analytic:
             means[name].append(np.asarray(result[name], dtype=float))
         done += 1
-        est = estimates(analytic, means, done, targets)
+        est = estimates(analytic, means, done, targets, controls)
 
     def finished() -> bool:
         return done >= max_replications or (
@@ -255,8 +292,10 @@ class LlmQueue:
     long enough for about a hundred requests per request window of the twin
     (:mod:`twin.lanes`): that only shifts every arrival by the same constant, and makes
     the twin faster. A replication has about ``turns`` turns after ``warmup_s``; its
-    estimates, per batch: the fraction of turns that waited (``p_wait``) and the mean wait
-    in seconds (``wait_s``).
+    estimates, per batch: the fraction of turns that waited (``p_wait``), the mean wait
+    in seconds (``wait_s``), and the inputs whose expectations are known -- requests per
+    second (``arrivals``, expectation ``rate``) and offered erlangs (``work``, the drawn
+    service seconds per second, expectation ``erlangs``).
     """
 
     agents: int
@@ -302,8 +341,15 @@ class LlmQueue:
         asked = turns.start_s.to_numpy() + self.TO_LLM_S
         wait_s = turns.llm_wait_ms.to_numpy() / 1000.0
         stop = exp.duration_s
+        # the inputs per batch, as rates over the batch's length: requests per second
+        # and offered work (drawn service seconds per second, i.e. erlangs); their
+        # expectations are known exactly -- ``rate`` and ``erlangs`` -- so they serve as
+        # control variates and as a check of the inputs themselves
+        length = (stop - exp.warmup_s) / BATCHES
+        work, count = batch_sums(asked, turns.llm_ms.to_numpy() / 1000.0, exp.warmup_s, stop)
         return {"p_wait": batch_means(asked, (wait_s > 0).astype(float), exp.warmup_s, stop),
-                "wait_s": batch_means(asked, wait_s, exp.warmup_s, stop)}
+                "wait_s": batch_means(asked, wait_s, exp.warmup_s, stop),
+                "arrivals": count / length, "work": work / length}
 
 
 #: The longest run an experiment may ask for (lab.spec: 31 days).
