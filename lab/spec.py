@@ -331,12 +331,62 @@ class Trunk(Strict):
     cps_limit: PosFloat | None = None
 
 
+class RateControl(Strict):
+    """RFC 7415 rate-based overload control: the senders throttle initial INVITEs.
+
+    The senders together keep the RFC's leaky bucket (section 7.3) at ``limit_cps``
+    with a tolerance ``tau_s`` (TAU, the burst it lets through); an INVITE that does
+    not fit is refused by its sender (``503``, ``rejected_by: proxy.overload_control``)
+    and never reaches the proxy. The real backend has Kamailio's ``ratelimit``
+    module (TAILDROP, 1 s interval) answer the excess with ``503`` and Retry-After.
+    """
+
+    kind: Literal["rate"]
+    limit_cps: PosFloat
+    tau_s: NonNegFloat = 1.0
+
+
+class LossControl(Strict):
+    """RFC 7339 loss-based overload control: the proxy tells senders what fraction to drop.
+
+    Every ``interval_ms`` the proxy takes the mean queueing delay ``q`` of the messages
+    that reached it and scales the fraction ``a`` of new calls the senders let through
+    (an occupancy-style controller, as in Shen, Schulzrinne & Nahum 2008): ``a`` times
+    ``target_delay_ms / q``, that factor kept in ``[1/max_step, max_step]`` and ``a`` in
+    ``[1 - max_loss, 1]``; the senders refuse the others at random
+    (``rejected_by: proxy.overload_control``), as the Via ``oc`` parameter asks them to.
+    """
+
+    kind: Literal["loss"]
+    target_delay_ms: PosFloat = 50.0
+    interval_ms: PosFloat = 100.0
+    max_step: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] = 1.25
+    max_loss: Fraction = 0.99
+
+
+OverloadControl = Annotated[RateControl | LossControl, Field(discriminator="kind")]
+
+
 class Proxy(Strict):
+    """The SIP proxy's workers, their cost per message and its overload behaviour.
+
+    ``reject_cost`` (a 503 the proxy generates) and ``retransmission_cost`` (a
+    retransmitted request its transaction layer absorbs) are multiples of
+    ``service_ms``: Shen, Schulzrinne & Nahum (2008) measured that rejecting a call
+    costs about as much as serving it, and RFC 6357 that late answers draw
+    retransmissions which add load exactly when the proxy is saturated -- the
+    congestion collapse of SIP over UDP. ``overload_control`` (None: none) is
+    :class:`RateControl` (RFC 7415) or :class:`LossControl` (RFC 7339).
+    """
+
     workers: PosInt = 8
     service_ms: NonNegFloat = 0.0  # per SIP message, per worker
     # Messages waiting for a worker beyond which a new INVITE is answered 503
     # (in-dialog requests and responses are always queued).
     queue_limit: PosInt | None = 1000
+    reject_cost: NonNegFloat = 1.0
+    retransmission_cost: NonNegFloat = 1.0
+    overload_control: OverloadControl | None = None
 
 
 class Agent(Strict):
@@ -650,6 +700,9 @@ def _spec_error(exc: ValidationError) -> SpecError:
     # Drop the discriminator tags pydantic adds for tagged unions (load.arrivals.poisson.rate_cps).
     if len(loc) >= 3 and loc[:2] == ["load", "arrivals"] and err["type"] != "union_tag_invalid":
         loc = loc[:2] + loc[3:]
+    if "overload_control" in loc[:-1] and err["type"] != "union_tag_invalid":  # its tag, too
+        i = loc.index("overload_control") + 1
+        loc = loc[:i] + loc[i + 1:]
     loc = [p for p in loc if not p.startswith("step:")]
     kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
     msg = str(err["msg"]).removeprefix("Value error, ")

@@ -13,7 +13,15 @@ front of the agent it also:
 - routes request user ``human`` (the leg a blind transfer makes, RFC 3515) to the
   transfer target's UAS, counted on the trunk but never refused;
 - rewrites the agent's SDP answer to the caller's port on the RTP impairment
-  emulator (:mod:`real.network`) when the INVITE names one (``X-Siplab-Relay``).
+  emulator (:mod:`real.network`) when the INVITE names one (``X-Siplab-Relay``);
+- with ``deployment.proxy.overload_control: {kind: rate, limit_cps: X}`` (RFC 7415),
+  refuses new INVITEs beyond X a second with Kamailio's ``ratelimit`` module
+  (TAILDROP over 1 s intervals, :func:`overload_defines`): ``503 Overloaded`` with
+  ``Retry-After: 1`` and ``X-Siplab-Rejected-By: proxy.overload_control``, statelessly
+  and before any transaction exists. The twin's senders hold those calls back
+  themselves; here the proxy still reads each one (the cost the twin's
+  ``reject_cost`` prices). ``{kind: loss}`` (RFC 7339's Via ``oc`` feedback) has no
+  Kamailio 5.6 module: the real backend refuses it (exit 2).
 
 The configuration is ``real/templates/kamailio.cfg`` with ``{{placeholders}}`` and
 ``#!define`` switches filled in by :func:`render_config`.
@@ -33,9 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from lab.errors import SpecError
 from lab.proc.child import ChildProcess
 from lab.proc.ports import udp_port_free
-from lab.spec import Deployment
+from lab.spec import Deployment, RateControl
+from lab.spec import Proxy as ProxySpec
 from real import trunk
 
 TEMPLATE = Path(__file__).parent / "templates" / "kamailio.cfg"
@@ -60,6 +70,26 @@ def module_dir() -> Path:
         if (cand / "tm.so").exists():
             return cand
     raise FileNotFoundError("Kamailio modules (tm.so) not found: apt-get install kamailio")
+
+
+def overload_defines(proxy: ProxySpec) -> list[str]:
+    """The ``#!define`` lines of ``proxy.overload_control`` (none without it).
+
+    Raises
+    ------
+    SpecError
+        For ``kind: loss``: Kamailio 5.6 has no RFC 7339 feedback to play it.
+    """
+    ctl = proxy.overload_control
+    if ctl is None:
+        return []
+    if not isinstance(ctl, RateControl):
+        raise SpecError("deployment.proxy.overload_control.kind",
+                        "loss-based control (RFC 7339) is twin-only: Kamailio 5.6 has no "
+                        "Via oc feedback; use kind: rate on the real backend")
+    limit = max(1, round(ctl.limit_cps))  # TAILDROP counts whole INVITEs per 1 s interval
+    return ["#!define WITH_RATELIMIT", f"#!define RL_LIMIT {limit}",
+            f'#!define RL_PIPE "0:TAILDROP:{limit}"']
 
 
 def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: Path,
@@ -88,7 +118,7 @@ def render_config(dep: Deployment, *, sip_port: int, agent_port: int, workdir: P
         Where the transfer target listens: INVITEs for user ``human`` (the leg a
         blind transfer makes) go there, counted on the trunk but never refused.
     """
-    defines = trunk.defines(dep.trunk)
+    defines = trunk.defines(dep.trunk) + overload_defines(dep.proxy)
     if human_port is not None:
         defines += ["#!define WITH_HUMAN",
                     f'#!define HUMAN_URI "sip:127.0.0.1:{int(human_port)}"']

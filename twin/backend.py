@@ -94,5 +94,8 @@ def _tables(exp: Experiment, replication: int, twin: Twin, wall: float, interrup
         timeseries=ts, usage=twin.agent.usage(),
         facts={"wall_s": wall, "sim_s": sim_s,
                "events": twin.env.events,
-               "proxy_messages": twin.proxy.messages},
+               "proxy_messages": twin.proxy.messages,
+               "proxy_rejects": twin.proxy.rejects,  # 503s it generated (reject_cost)
+               "proxy_absorbed": twin.proxy.absorbed,  # retransmissions it absorbed
+               "overload_refused": twin.throttle.refused if twin.throttle else 0},
         interrupted=interrupted)

@@ -40,6 +40,7 @@ from twin.features import Features
 from twin.media import MediaPath
 from twin.monitors import BusyTime, CallLog
 from twin.network import Link
+from twin.overload import REJECTED_BY, throttle
 from twin.proxy import WorkerPool
 from twin.sip import Timers
 from twin.transaction import NonInvite
@@ -67,8 +68,15 @@ class Twin:
         self.reliable = dep.sip.transport != "udp"
         self.timers = Timers(dep.sip.t1_ms / 1000.0, dep.sip.t2_ms / 1000.0, self.reliable)
         self.proxy_busy = BusyTime()
+        ctl = dep.proxy.overload_control
         self.proxy = WorkerPool(dep.proxy.workers, dep.proxy.service_ms / 1000.0,
-                                dep.proxy.queue_limit, self.proxy_busy)
+                                dep.proxy.queue_limit, self.proxy_busy,
+                                reject_cost=dep.proxy.reject_cost,
+                                retransmission_cost=dep.proxy.retransmission_cost,
+                                measure_wait=ctl is not None and ctl.kind == "loss")
+        # the senders' overload control (None: they send every call)
+        self.throttle = throttle(ctl, self.proxy, streams.rng("proxy.overload")
+                                 ) if ctl is not None else None
         self.trunk = Trunk(dep.trunk.channels, dep.trunk.cps_limit)
         self.media = MediaPath(dep.media, dep.network)
         self.media_cap = self.media.max_calls  # the RTP relay's or the link's call limit
@@ -111,10 +119,14 @@ class Twin:
         env = self.env
         process = env.start
         call = self._call
+        admit = self.throttle
         next_tick = 0.0
         for c in plan:
             if c.start_s > env.now:
                 yield c.start_s - env.now
+            if admit is not None and not admit(env.now):
+                self._held_back(c)
+                continue
             process(call(c))
             if progress is not None and env.now >= next_tick:
                 progress(env.now)
@@ -135,6 +147,14 @@ class Twin:
         talk = self.log.column("duration_s")[rows]  # each call's talk time
         q = self.media.qualities(talk, self.media_rng.standard_normal(rows.size))
         self.log.fill(rows, mos=q["MOS"], rtp_loss=q["loss"], mouth_to_ear_ms=q["delay_ms"])
+
+    def _held_back(self, c: CallPlan) -> None:
+        """A call its sender refused under overload control: never sent, logged 503."""
+        rec = self._blank.copy()
+        rec["call_id"], rec["scenario"], rec["source_ip"], rec["start_s"] = (
+            c.call_id, c.scenario, c.source_ip, self.env.now)
+        rec["rejected_by"] = REJECTED_BY
+        self._end(rec, "rejected", 503, 0, self.env.now)
 
     # ------------------------------------------------------------------ one call
     def _call(self, c: CallPlan) -> Proc:
@@ -161,9 +181,10 @@ class Twin:
             return
         yield arrival - env.now
         f = proxy.book(arrival, new_call=True)
-        if f is None:  # proxy backlog full: 503 at once, statelessly
+        if f is None:  # proxy backlog full: 503, statelessly, once a worker has read it
             rec["rejected_by"] = "proxy"
-            yield from self._final_failure(rec, t0, arrival, first, 503, "rejected")
+            sent = proxy.reject(arrival)
+            yield from self._final_failure(rec, t0, sent, first, 503, "rejected")
             return
         if f > env.now:
             yield f - env.now
@@ -177,10 +198,11 @@ class Twin:
                 self.media_active += 1
         d = self._send_down()  # 100 Trying at the caller
         prov = INF if d is None else f + d
-        if refused is not None:
+        if refused is not None:  # the proxy answers 503 (a worker's reject_cost)
             rec["rejected_by"] = refused
             outcome = "blocked" if refused == Trunk.BLOCKED else "rejected"
-            yield from self._final_failure(rec, t0, f, first, 503, outcome, prov)
+            sent = proxy.reject(f)
+            yield from self._final_failure(rec, t0, sent, first, 503, outcome, prov)
             return
         rec["admit_s"] = f
         # --- the agent rings at once and answers after answer_s
@@ -188,7 +210,7 @@ class Twin:
         assert f180 is not None
         d = self._send_down()
         ring = INF if d is None else f180 + d
-        if ring < INF:
+        if ring < t0 + timer_b:  # (later, Timer B has ended the caller's transaction)
             rec["pdd_ms"] = (ring - t0) * 1000.0
         answered_at = f + self.answer_s
         if answered_at > env.now:
@@ -207,8 +229,9 @@ class Twin:
                     talk.converse(runs[0], rx)
         got_200 = yield from self._deliver_2xx(answered_at, ack_aside=features, on_rx=on_rx)
         tx = self._invite_copies(t0, first, min(prov, ring, got_200))
-        if got_200 >= t0 + timer_b and min(prov, ring) == INF:
-            # no response at all before Timer B: the caller gives up; the agent's
+        if got_200 >= t0 + timer_b and min(prov, ring) >= t0 + timer_b:
+            # no response at all before Timer B (an overloaded proxy's come too late):
+            # the caller gives up; the agent's
             # channel is freed when its Timer H ends the unacknowledged 2xx
             wake = answered_at + self.timers.timer_h_s
             if wake > self.env.now:
@@ -265,7 +288,14 @@ class Twin:
         return n
 
     def _absorb(self, at: float) -> Proc:
-        """A retransmission reaching the proxy: a worker recognises it and resends."""
+        """A retransmission reaching the proxy: a worker recognises it and resends
+        (``retransmission_cost`` x ``service_ms``)."""
+        if at > self.env.now:
+            yield at - self.env.now
+        self.proxy.absorb(max(at, self.env.now))
+
+    def _cross(self, at: float) -> Proc:
+        """A message reaching the proxy at ``at`` that a worker forwards."""
         if at > self.env.now:
             yield at - self.env.now
         self.proxy.book(max(at, self.env.now))
@@ -326,8 +356,8 @@ class Twin:
         later = iter([o for o in self._response if o > off])
         while True:
             d = self._send_up()
-            if d is not None:  # this ACK arrives: it crosses the proxy like any copy
-                yield from self._absorb(rx + d)
+            if d is not None:  # this ACK arrives: it crosses the proxy like any message
+                yield from self._cross(rx + d)
                 return
             while True:  # the next retransmitted 2xx that reaches the caller
                 nxt = next(later, None)
@@ -354,7 +384,8 @@ class Twin:
                 got = rx
                 break
         tx = self._invite_copies(t0, first, min(prov, got))
-        if got == INF:
+        if got == INF or min(got, prov) >= t0 + self._timer_b:
+            # every copy lost, or nothing before Timer B ended the caller's wait
             wake = t0 + self._timer_b
             if wake > self.env.now:
                 yield wake - self.env.now

@@ -54,17 +54,20 @@ class NonInvite:
             wake = sent_at + off + d
             if wake > self.env.now:
                 yield wake - self.env.now
-            fin = proxy.book(env.now)
-            assert fin is not None
-            if not forwarded:  # the agent answers at once; its 200 crosses the proxy
-                if fin > self.env.now:
-                    yield fin - self.env.now
-                self.far_rx = fin
+            if forwarded:  # a later copy: the server transaction absorbs it
+                fin = proxy.absorb(env.now)
+            else:  # the agent answers at once; its 200 crosses the proxy
+                out = proxy.book(env.now)
+                assert out is not None
+                if out > self.env.now:
+                    yield out - self.env.now
+                self.far_rx = out
                 forwarded = True
                 if on_forward is not None:
-                    on_forward(arg, fin)
-                fin = proxy.book(env.now)
-                assert fin is not None
+                    on_forward(arg, out)
+                back = proxy.book(env.now)
+                assert back is not None
+                fin = back
             d = self.send_down()  # the (stored) final response to this copy
             if d is not None:
                 return fin + d

@@ -46,6 +46,17 @@ CASES: dict[str, dict[str, Any]] = {
                        "trunk": {"channels": 4000},
                        "proxy": {"workers": 2, "service_ms": 2.0, "queue_limit": 50}},
     },
+    "overload-control": {
+        "name": "overload-control", "seed": 17, "duration_s": 40,
+        "load": {"arrivals": {"kind": "burst", "base_cps": 60, "burst_cps": 500,
+                              "start_s": 10, "duration_s": 15}},
+        "scenarios": {"talk": {"hold_s": 2}},
+        "deployment": {"network": {"delay_ms": 5, "loss": 0.01},
+                       "trunk": {"channels": 4000},
+                       "proxy": {"workers": 4, "service_ms": 4.0, "reject_cost": 0.8,
+                                 "retransmission_cost": 0.5,
+                                 "overload_control": {"kind": "loss"}}},
+    },
     "cps-and-media-caps": {
         "name": "cps-and-media-caps", "seed": 14, "duration_s": 300,
         "load": {"arrivals": {"kind": "ramp", "start_cps": 1, "end_cps": 6}},

@@ -79,6 +79,10 @@ def test_proxy_overload_answers_503(twin_run) -> None:
                                "trunk": {"channels": 10000}})
     calls = res.calls
     refused = calls[calls.rejected_by == "proxy"]
-    assert len(refused) > 0
-    assert (refused.final_code == 503).all() and (refused.outcome == "rejected").all()
+    in_time = refused[refused.outcome == "rejected"]
+    assert len(in_time) > 0 and (in_time.final_code == 503).all()
+    # a 503 costs a worker (reject_cost) and queues: past Timer B it finds no transaction
+    late = refused[refused.outcome != "rejected"]
+    assert (late.outcome == "failed").all() and (late.final_code == 408).all()
+    assert (late.end_s - late.start_s).tolist() == pytest.approx([32.0] * len(late))
     assert res.timeseries.proxy_utilization.max() == pytest.approx(1.0, abs=0.01)
