@@ -45,6 +45,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
@@ -63,6 +64,8 @@ from real.media_ports import Playout, RxPort, TxPort
 from real.vad import Endpointer
 
 MAX_CALLS = 4
+#: How long an ended call's media ports live on before they are destroyed (seconds).
+RETIRE_S = 5.0
 POLL_MS = 5
 TURN_KEYS = (
     "ev", "agent", "sip_call_id", "call", "turn", "t_speech_start", "t_last_speech",
@@ -179,6 +182,10 @@ class VoiceAgent:
         self.ai = AgentAI(dep.ai, name, seed, lock_dir, 2 * MAX_CALLS,
                           lambda vad_ms: Endpointer(vad_ms=vad_ms))
         self.calls: list[AgentCall] = []
+        # ports of ended calls, destroyed only RETIRE_S later: the conference bridge's
+        # clock thread may still be inside a port's callback just after the call's media
+        # went away, and destroying the Python object under it crashes the process
+        self._retired: deque[tuple[float, RxPort | None, TxPort | None]] = deque()
         self.ended: list[AgentCall] = []
         self._key = 0
         self.ep = pj.Endpoint()
@@ -241,7 +248,11 @@ class VoiceAgent:
         """Disconnect the ports and forget the call (only Python references remain)."""
         if call in self.calls:
             self.calls.remove(call)
+        now = time.monotonic()
+        self._retired.append((now, call.rx, call.tx))
         call.rx = call.tx = None
+        while self._retired and self._retired[0][0] < now - RETIRE_S:
+            self._retired.popleft()
         gc.collect()
 
     # ------------------------------------------------------------ turns and features
@@ -297,6 +308,7 @@ class VoiceAgent:
         self.ai.shutdown()
         self.calls.clear()
         self.ended.clear()
+        self._retired.clear()
         gc.collect()
         self.acc.shutdown()
         del self.acc
