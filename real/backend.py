@@ -71,7 +71,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -90,10 +90,13 @@ from real.ai import AgentTurnLog, turn_row, turn_rows
 from real.credentials import KEY_ENV, withheld
 from real.media import media_fields
 from real.network import NetworkEmulator
-from real.proxy import kamailio_binary, kamailio_version, module_dir
+from real.proxy import kamailio_binary, kamailio_version, module_dir, overload_defines
 from real.sip import signalling, unplaced_record
 from real.system import SystemUnderTest
 from real.watchdog import Component, ComponentDied, components, died_record, first_dead
+
+if TYPE_CHECKING:
+    from real.sut import ServedSut
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,7 @@ class RealBackend:
                 raise SpecError("real.max_duration_s", f"duration_s {exp.duration_s:g} is "
                                 f"over the cap of {exp.real.max_duration_s:g} s (raise it "
                                 "or pass --force)")
+        overload_defines(exp.deployment.proxy)  # kind: loss is twin-only (SpecError)
         check_available()
         if agent_kind(exp) == "voice" and (missing := voice_agent_available()) is not None:
             raise RealUnavailable(missing)
@@ -184,6 +188,26 @@ class RealBackend:
             calls=calls, turns=conform(turns.assign(replication=replication), TURN_SCHEMA),
             steps=conform(steps.assign(replication=replication), STEP_SCHEMA),
             timeseries=timeseries(calls, sim_s, exp.deployment.trunk.channels), facts=facts)
+
+    def sut(self, exp: Experiment, workdir: Path, *, base_dir: Path | None = None,
+            concurrent: int | None = None) -> ServedSut:
+        """The loopback system under test alone (``siplab sut``, ``siplab burst``),
+        not yet started: :class:`real.sut.ServedSut`. Raises :class:`RealUnavailable`
+        when a component is missing."""
+        from real.sut import ServedSut
+
+        check_available()
+        if agent_kind(exp) == "voice" and (missing := voice_agent_available()) is not None:
+            raise RealUnavailable(missing)
+        return ServedSut(exp, workdir, base_dir=base_dir, concurrent=concurrent)
+
+    def burst_replication(self, exp: Experiment, calls: Sequence[dict[str, Any]],
+                          run_start: float, workdir: Path, base_dir: Path | None = None
+                          ) -> Replication:
+        """A Locust burst's tables from its callers' reports (:mod:`real.sut`)."""
+        from real.sut import burst_replication
+
+        return burst_replication(exp, calls, run_start, workdir, base_dir)
 
 
 def warn_llm_errors(turns: pd.DataFrame) -> None:
@@ -328,10 +352,7 @@ def run_calls(exp: Experiment, plan: list[CallPlan], workdir: Path,
             if sut.kind == "voice" and (missing := voice_agent_available()) is not None:
                 raise RealUnavailable(missing)
             proxy = sut.start(agent_processes(_peak(plan, answer_s, exp)))
-            network = NetworkEmulator(exp.deployment.network, exp.seed, workdir,
-                                      deadline=time.monotonic() + 60.0 + span_s)
-            started.append(network)
-            network.start()
+            network = sut.start_relay(deadline=time.monotonic() + 60.0 + span_s)
             session.network = network
             session.agent_media = sut.agent_media()
             pool = UacPool(n_workers, workdir, deadline=time.monotonic() + 30.0 + span_s)

@@ -7,7 +7,12 @@ A real run builds the callee side of the twin's model out of real processes, all
 2. the **human**, only when a call is transferred: a SIPp UAS that answers at once
    (the twin's transfer target does, too); the agent's REFER names ``sip:human@<proxy>``
    and the proxy routes that user there, counting the new leg on the trunk;
-3. the **proxy** in front of them (:mod:`real.proxy`), which also enforces the trunk.
+3. the **proxy** in front of them (:mod:`real.proxy`), which also enforces the trunk;
+4. the **RTP relay** (:class:`real.network.NetworkEmulator`, :meth:`SystemUnderTest.start_relay`)
+   that carries each call's media and applies ``deployment.network``.
+
+The real backend's run (:func:`real.backend.run_calls`), ``siplab sut`` and ``siplab
+burst`` (:mod:`real.sut`) all build it through this class.
 
 A port can be taken between the check and the bind (another run, or a SIPp control
 port colliding with a media port), so the SIPp processes and the proxy are started
@@ -25,6 +30,7 @@ from lab.proc.ports import free_udp_port
 from lab.spec import Agent as AgentSpec
 from lab.spec import Experiment
 from real.agent import SippAgent, VoiceAgentPool, agent_kind
+from real.network import NetworkEmulator
 from real.proxy import Kamailio
 
 START_TRIES = 3
@@ -66,6 +72,7 @@ class SystemUnderTest:
         self.sipp: SippAgent | None = None
         self.pool: VoiceAgentPool | None = None
         self.human: SippAgent | None = None
+        self.network: NetworkEmulator | None = None
 
     def _sipp(self, spec: AgentSpec, name: str, taken: set[int]) -> SippAgent:
         """A SIPp UAS on free loopback ports that echoes the caller's RTP (and RTCP), so
@@ -115,6 +122,16 @@ class SystemUnderTest:
         proxy.start()
         self.proxy = proxy
         return proxy
+
+    def start_relay(self, deadline: float) -> NetworkEmulator:
+        """Start the RTP relay (the impairment emulator), which ends by itself at
+        ``deadline`` (``time.monotonic()``)."""
+        network = NetworkEmulator(self.exp.deployment.network, self.exp.seed, self.workdir,
+                                  deadline=deadline)
+        self.started.append(network)
+        network.start()
+        self.network = network
+        return network
 
     @property
     def agent_ports(self) -> list[int]:
