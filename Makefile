@@ -6,6 +6,7 @@
 #   make demo    capacity report -> reports/capacity.html
 #   make bench   twin benchmarks
 #   make mutation  mutation testing of the twin's core and lab.erlang/lab.emodel (docs/mutation.md)
+#   make nightly regression suite -> reports/nightly/<date>/ (ARGS=--quick; docs/nightly.md)
 #   make lab     JupyterLab on notebooks/
 #   make clean   run outputs, caches and build artefacts (keeps .venv)
 
@@ -16,7 +17,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
 .DEFAULT_GOAL := test
-.PHONY: setup demo test lint bench lab clean mutation
+.PHONY: setup demo test lint bench lab clean mutation nightly
 
 setup: $(STAMP)
 
@@ -46,6 +47,10 @@ bench: setup
 # starts anew, ARGS=--report only prints the stored verdicts. One worker (2 shared cores).
 mutation: setup
 	$(BIN)/python scripts/mutation.py $(ARGS)
+
+# Exit 3 when a metric regressed against reports/baselines/ (docs/nightly.md).
+nightly: setup
+	$(BIN)/siplab nightly lab/suites/nightly.yaml $(ARGS)
 
 lab: setup
 	cd notebooks && ../$(BIN)/jupyter lab

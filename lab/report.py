@@ -180,6 +180,13 @@ def _run_dir_problem(value: Any) -> str | None:
     return None
 
 
+def _backend_problem(value: Any) -> str | None:
+    from lab.backend import names
+
+    have = names()
+    return None if value in have else f"unknown backend {value!r} (have: {have})"
+
+
 #: Parameters every report shares.
 _COMMON: dict[str, Rule] = {
     "experiment": Rule("text"),  # loaded with the others by _check_experiment
@@ -205,6 +212,7 @@ RULES: dict[str, dict[str, Rule]] = {
              "dids": _integer(0),
              "ai_turns": _integer(0, high=1000, nullable=True),
              "delta": _fraction()},
+    "headline": {**_COMMON, "backend": Rule("text", check=_backend_problem)},
 }
 
 

@@ -33,7 +33,8 @@ TINY = {"replications": "2", "points": "3", "duration_s": "600", "max_replicatio
 
 #: Text each report's answer sentence must contain (either form, for capacity).
 ANSWERS = {"capacity": ("channels carry the peak of", "The twin cannot confirm"),
-           "cost": ("is the cheapest at",), "latency": ("of turns within 1,500 ms;",)}
+           "cost": ("is the cheapest at",), "latency": ("of turns within 1,500 ms;",),
+           "headline": ("on the twin backend over 2 replications: ",)}
 
 
 class _Text(HTMLParser):
