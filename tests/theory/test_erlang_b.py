@@ -78,8 +78,8 @@ def test_littles_law_on_active_calls() -> None:
     The same run checks the blocking against Erlang B at the load the records imply: a
     channel is held for the talk plus the BYE's trip, so the offered load is λ times that
     measured hold, and by Erlang B's insensitivity the blocking is B(8, λW) whatever the
-    hold's shape. Its 99 % interval over 40 batch means (each 160 holds long) must hold that value and be at most 3 %
-    of it wide (half-width)."""
+    hold's shape. Its 99 % interval over 40 batch means (each 160 holds long) must hold
+    that value and be at most 3 % of it wide (half-width)."""
     from twin.model import Twin
 
     rate, channels, warmup = 0.6, 8, 300.0

@@ -181,6 +181,18 @@ OTHER = [
     ("report capacity -p nosuch 3", "nosuch"),
     ("report capacity -p points", "argument -p/--parameter: expected 2 arguments"),
     ("report capacity -p points 4 -p points 5", "-p points: given twice ('4' and '5')"),
+    ("calibrate {dir}/nosuch", "RUN_DIR: not a directory"),
+    ("sut {dir}/nosuch.yaml", "experiment file not found"),
+    ("burst {dir}/nosuch.yaml --users 2 --spawn-rate 1 --run-time 5",
+     "experiment file not found"),
+    ("burst {exp} --users 0 --spawn-rate 1 --run-time 5", "--users: must be an integer > 0"),
+    ("sweep {exp} --grid nosuch.key=1 --out {dir}/x.parquet", "nosuch: unknown key"),
+    ("sweep {dir}/nosuch.yaml --grid deployment.trunk.channels=1,2 --out {dir}/x.parquet",
+     "experiment file not found"),
+    ("capacity {exp} --slo bogus<=1", "--slo: unknown metric 'bogus'"),
+    ("capacity {dir}/nosuch.yaml --slo blocking<=0.01", "experiment file not found"),
+    ("nightly {dir}/nosuch.yaml", "SUITE: no suite file or built-in named"),
+    ("calibrate {dir}", "RUN_DIR: {dir} is not a run's results (no experiment.resolved.yaml"),
 ]
 
 
