@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from lab.records import CALL_COLUMNS
+from tests.conftest import hear_ctrl_c
 from tests.real.conftest import processes_of
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("real_stack"),
@@ -140,7 +141,7 @@ def test_ctrl_c_keeps_the_finished_calls_and_leaves_nothing(tmp_path: Path) -> N
     proc = subprocess.Popen([str(SIPLAB), "burst", str(exp), "--users", "8", "--spawn-rate",
                              "8", "--run-time", "60s", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=hear_ctrl_c)
     reports = out / "burst"
     end = time.monotonic() + 90
     while time.monotonic() < end and not any(  # some calls have ended

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from lab.proc.ports import free_udp_port
+from tests.conftest import hear_ctrl_c
 from tests.real.conftest import descendants, processes_of, still_running
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("real_stack"),
@@ -44,7 +45,8 @@ class Sut:
         self.workdir = tmp / "work"
         self.proc = subprocess.Popen([str(SIPLAB), "sut", str(exp), "--workdir",
                                       str(self.workdir)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True,
+                                     preexec_fn=hear_ctrl_c)
 
     def line(self, timeout_s: float = READY_S) -> dict[str, Any]:
         """The JSON line, once the SUT is up."""
